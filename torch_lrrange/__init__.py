@@ -1,0 +1,28 @@
+"""torch_lrrange: Leslie Smith's LR range test for any PyTorch model and optimizer.
+
+Public API: :class:`RangeTest` (context manager around your loop),
+:func:`range_test` (one call), :func:`analyze` (any curve), :class:`RangeTestResult`,
+:class:`LRRangeScheduler`, :func:`range_lr`, :class:`Snapshot`.
+"""
+
+from .analysis import METHODS, UnusableCurveError, analyze
+from .context import RangeTest
+from .result import RangeTestResult
+from .runner import range_test
+from .schedule import LRRangeScheduler, range_lr
+from .snapshot import Snapshot, SnapshotError
+
+__all__ = [
+    "METHODS",
+    "LRRangeScheduler",
+    "RangeTest",
+    "RangeTestResult",
+    "Snapshot",
+    "SnapshotError",
+    "UnusableCurveError",
+    "analyze",
+    "range_lr",
+    "range_test",
+]
+
+__version__ = "0.1.0"

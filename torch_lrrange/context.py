@@ -1,0 +1,357 @@
+"""``RangeTest``: the LR range test as a context manager around the user's own loop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import distributed
+from ._checks import (
+    MODES,
+    check_choice,
+    check_int,
+    check_lr_range,
+    check_optimizer,
+    check_positive_float,
+    check_stateful,
+)
+from .analysis import METHODS, analyze
+from .divergence import DEFAULT_BETA, DEFAULT_THRESHOLD, DivergenceRule, WindowReader
+from .progress import Progress
+from .result import RangeTestResult
+from .schedule import LRRangeScheduler
+from .snapshot import WHERE, Snapshot
+
+__all__ = ["RangeTest"]
+
+logger = logging.getLogger("torch_lrrange")
+
+T = TypeVar("T")
+
+_active_lock = threading.Lock()
+_active_optimizers: set[int] = set()
+
+
+class RangeTest:
+    """An LR range test around your own training loop; everything is restored on exit.
+
+    On entry the model, optimizer, ``extra_state`` objects and RNG states are
+    snapshotted and the LR is set to ``start_lr``. Call :meth:`record` once per
+    optimizer step, after ``optimizer.step()``: it stores the loss (on its
+    device, no host sync) and moves the LR to the next value. The sweep ends
+    after ``num_steps`` points, or once it diverges (see
+    :mod:`torch_lrrange.divergence`); :meth:`batches` and :attr:`done` tell
+    the loop when to stop. On exit (also on an exception or KeyboardInterrupt,
+    which then propagates) everything is restored bit-exactly, and after a
+    normal exit :attr:`result` holds the :class:`RangeTestResult`.
+
+    Args:
+        model: the ``nn.Module`` being trained.
+        optimizer: a torch optimizer, or any object with ``param_groups``,
+            ``state_dict()`` and ``load_state_dict()``.
+        start_lr: first LR, float > 0 (or one per param group). Default 1e-7.
+        end_lr: last LR, float > start_lr (or one per param group). Default 10.
+        num_steps: points in the sweep, one per optimizer step, int >= 2. Default 100.
+        mode: ``"exp"`` or ``"linear"`` LR growth. Default ``"exp"``.
+        extra_state: objects with ``state_dict()``/``load_state_dict()`` to restore
+            too (``GradScaler``, an LR scheduler, an EMA). Default none.
+        snapshot: where the snapshot lives: ``"device"``, ``"cpu"`` or ``"disk"``
+            (see :class:`Snapshot`). Default ``"device"``.
+        diverge_threshold: the sweep stops once the smoothed loss exceeds this
+            multiple of the best smoothed loss, float > 1. Default 4.
+        method: how the result reads the curve (see :data:`METHODS`). Default ``"default"``.
+        repeats: sweeps to average, each from the same snapshot, int >= 1. Default 1.
+        check_every: points per host read (divergence check), int >= 8. Default 8.
+        process_group: the ``torch.distributed`` group to average losses over;
+            default the world group when one is initialised.
+        progress: show a progress bar (None: when stderr is a terminal, on rank 0). Default None.
+
+    Example:
+        >>> with RangeTest(model, optimizer, start_lr=1e-7, end_lr=10, num_steps=100) as rt:
+        ...     for x, y in rt.batches(train_loader):
+        ...         optimizer.zero_grad()
+        ...         loss = criterion(model(x), y)
+        ...         loss.backward()
+        ...         optimizer.step()
+        ...         rt.record(loss)
+        >>> lo, hi = rt.result.bounds
+        >>> scheduler = rt.result.cyclic_lr(optimizer, step_size_up=2000)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Any,
+        *,
+        start_lr: float | list[float] = 1e-7,
+        end_lr: float | list[float] = 10.0,
+        num_steps: int = 100,
+        mode: str = "exp",
+        extra_state: Iterable[Any] = (),
+        snapshot: str = "device",
+        diverge_threshold: float = DEFAULT_THRESHOLD,
+        method: str = "default",
+        repeats: int = 1,
+        check_every: int = 8,
+        process_group: Any = None,
+        progress: bool | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_optimizer(optimizer)
+        per_group = isinstance(start_lr, (list, tuple)) or isinstance(end_lr, (list, tuple))
+        check_lr_range(start_lr, end_lr, len(optimizer.param_groups) if per_group else None)
+        self.num_steps = check_int("num_steps", num_steps, minimum=2)
+        self.mode = check_choice("mode", mode, MODES)
+        if isinstance(extra_state, (str, bytes)) or not isinstance(extra_state, Iterable):
+            raise TypeError(
+                f"extra_state must be a tuple or list of objects with state_dict(), got {type(extra_state).__name__}"
+            )
+        self.extra_state = tuple(extra_state)
+        for i, obj in enumerate(self.extra_state):
+            check_stateful(f"extra_state[{i}]", obj)
+        self.snapshot_where = check_choice("snapshot", snapshot, WHERE)
+        self.diverge_threshold = check_positive_float("diverge_threshold", diverge_threshold)
+        if self.diverge_threshold <= 1:
+            raise ValueError(f"diverge_threshold must be a finite real number > 1, got {diverge_threshold!r}")
+        self.method = check_choice("method", method, tuple(METHODS))
+        self.repeats = check_int("repeats", repeats, minimum=1)
+        self.check_every = check_int("check_every", check_every, minimum=8)
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"progress must be True, False or None, got {type(progress).__name__}")
+        self.model = model
+        self.optimizer = optimizer
+        self.start_lr = start_lr
+        self.end_lr = end_lr
+        self.process_group = process_group
+        self.progress = progress
+        self.result: RangeTestResult | None = None
+        self._active = False
+
+    # --- context manager ------------------------------------------------------
+
+    def __enter__(self) -> RangeTest:
+        if self._active:
+            raise RuntimeError("this RangeTest is already running; use a new RangeTest for another sweep")
+        with _active_lock:
+            if id(self.optimizer) in _active_optimizers:
+                raise RuntimeError(
+                    "this optimizer is already under a running RangeTest; nested tests on one optimizer are not supported"
+                )
+            _active_optimizers.add(id(self.optimizer))
+        try:
+            self._reducer = distributed.LossReducer(self.process_group)
+            self._snapshot = Snapshot.take(self.model, self.optimizer, *self.extra_state, where=self.snapshot_where)
+            self._progress = Progress(
+                self.num_steps * self.repeats, enabled=self.progress, rank_zero=self._reducer.is_rank_zero
+            )
+            self.result = None
+            self._runs: list[list[float]] = []
+            self._diverged = False
+            self._finished = False
+            self._warned_after_end = False
+            self._start_repeat()
+        except BaseException:
+            self._release()
+            raise
+        self._active = True
+        logger.debug(
+            "range test started: %s to %s over %d steps (%s)", self.start_lr, self.end_lr, self.num_steps, self.mode
+        )
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        try:
+            if exc_type is None and not self._finished:
+                self._end_repeat()  # the loop stopped early: keep what was recorded
+        finally:
+            self._active = False
+            try:
+                self._snapshot.restore()
+            finally:
+                self._release()
+        if exc_type is None:
+            self.result = self._build_result()
+            logger.info("range test done: %r", self.result)
+        return False
+
+    def _release(self) -> None:
+        snapshot = getattr(self, "_snapshot", None)
+        if snapshot is not None:
+            snapshot.release()
+            self._snapshot = None
+        progress = getattr(self, "_progress", None)
+        if progress is not None:
+            progress.close()
+        with _active_lock:
+            _active_optimizers.discard(id(self.optimizer))
+
+    # --- the sweep ----------------------------------------------------------
+
+    def _start_repeat(self) -> None:
+        self._scheduler = LRRangeScheduler(self.optimizer, self.start_lr, self.end_lr, self.num_steps, self.mode)
+        self._lrs = self._scheduler.lrs
+        self._reader = WindowReader(DivergenceRule(self.diverge_threshold, DEFAULT_BETA))
+        self._window: list[Any] = []
+        self._buffer: torch.Tensor | None = None
+        self._step = 0
+
+    @property
+    def done(self) -> bool:
+        """True once every point is recorded or the sweep diverged."""
+        return self._finished
+
+    @property
+    def step(self) -> int:
+        """Points recorded so far in the current repeat."""
+        return self._step
+
+    @property
+    def lr(self) -> float:
+        """The LR the optimizer uses for the next step (param group 0)."""
+        return self._lrs[min(self._step, self.num_steps - 1)]
+
+    def record(self, loss: torch.Tensor | float) -> None:
+        """Add the loss of the step just taken, then move the LR to the next value.
+
+        Call once per optimizer step, after ``optimizer.step()``. ``loss`` is a
+        0-dim (or one-element) tensor, kept on its device, or a float.
+        """
+        if not self._active:
+            raise RuntimeError("record() must be called inside the `with RangeTest(...)` block")
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise ValueError(
+                    f"loss must be a scalar (0-dim tensor or float), got a tensor of shape {tuple(loss.shape)}"
+                )
+            loss = loss.detach() if loss.dim() == 0 else loss.detach().reshape(())
+        elif isinstance(loss, bool) or not isinstance(loss, (int, float)):
+            raise TypeError(f"loss must be a scalar tensor or a float, got {type(loss).__name__}")
+        if self._finished:
+            if not self._warned_after_end:
+                warnings.warn(
+                    "record() called after the sweep ended; the point is ignored (stop when rt.done is True)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                self._warned_after_end = True
+            return
+        self._window.append(loss)
+        self._step += 1
+        if self._step >= self.num_steps:
+            self._end_repeat()
+            return
+        self._scheduler.step()
+        if len(self._window) >= self.check_every:
+            self._flush()
+            if self._reader.first_bad is not None:
+                self._end_repeat()
+
+    def _flush(self) -> None:
+        """Move the window into the loss buffer and queue it for the host."""
+        window, self._window = self._window, []
+        if not window:
+            return
+        start = self._step - len(window)
+        if all(isinstance(v, torch.Tensor) for v in window):
+            if self._buffer is None:
+                self._buffer = torch.empty(self.num_steps, dtype=torch.float32, device=window[0].device)
+            segment = self._buffer[start : self._step]
+            if window[0].dtype == segment.dtype:
+                torch.stack(window, out=segment)
+            else:
+                segment.copy_(torch.stack(window))
+        else:
+            device = self._buffer.device if self._buffer is not None else torch.device("cpu")
+            segment = torch.tensor([float(v) for v in window], dtype=torch.float32, device=device)
+        self._reader.push(self._reducer.average(segment))
+        self._progress.update(self._points(), self.lr, self._reader.rule.smoothed)
+
+    def _end_repeat(self) -> None:
+        self._flush()
+        self._reader.drain()
+        losses = self._reader.losses
+        if self._reader.first_bad is not None:
+            self._diverged = True
+            losses = losses[: self._reader.first_bad]
+        self._runs.append(losses)
+        self._progress.update(len(self._runs) * self.num_steps, self.lr, self._reader.rule.smoothed)
+        if len(self._runs) < self.repeats:
+            self._snapshot.restore()
+            self._start_repeat()
+        else:
+            self._finished = True
+
+    def batches(self, iterable: Iterable[T]) -> Iterator[T]:
+        """Yield the items of ``iterable`` unchanged until the sweep is done.
+
+        A re-iterable loader that runs out is iterated again; a one-shot iterator
+        that runs out ends the sweep early with a ``UserWarning``. Raises
+        ``ValueError`` if ``iterable`` is empty.
+        """
+        if not self._active:
+            raise RuntimeError("batches() must be used inside the `with RangeTest(...)` block")
+        one_shot = iter(iterable) is iterable
+        while not self._finished:
+            recorded = self._points()
+            count = 0
+            for item in iterable:
+                count += 1
+                yield item
+                if self._finished:
+                    return
+            if count == 0:
+                raise ValueError(
+                    "the loader is empty: it yielded no batch"
+                    if recorded == 0
+                    else "the loader yielded no batch on a new pass"
+                )
+            if one_shot:
+                warnings.warn(
+                    f"the iterator ran out after {self._points()} of {self.num_steps * self.repeats} points; the sweep ended early (pass a re-iterable loader)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                self._end_early()
+                return
+            if self._points() == recorded:
+                raise RuntimeError(
+                    "a whole pass over the loader recorded no point: call rt.record(loss) once per optimizer step"
+                )
+
+    def _points(self) -> int:
+        return len(self._runs) * self.num_steps + self._step
+
+    def _end_early(self) -> None:
+        self.repeats = len(self._runs) + 1
+        self._end_repeat()
+
+    # --- result -------------------------------------------------------------
+
+    def _build_result(self) -> RangeTestResult:
+        runs = [np.asarray(r, dtype=np.float64) for r in self._runs]
+        length = min(len(r) for r in runs) if runs else 0
+        losses = np.mean([r[:length] for r in runs], axis=0) if length else np.zeros(0)
+        lrs = np.asarray(self._lrs[:length], dtype=np.float64)
+        result = analyze(
+            lrs,
+            losses,
+            method=self.method,
+            diverge_threshold=self.diverge_threshold,
+            diverged=self._diverged,
+            start_lr=self.start_lr,
+            end_lr=self.end_lr,
+            num_steps=self.num_steps,
+            mode=self.mode,
+            repeats=len(runs),
+        )
+        if len(runs) > 1:
+            result.runs = runs
+        return result

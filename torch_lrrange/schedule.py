@@ -1,0 +1,174 @@
+"""The LR range schedule: a pure function and the ``LRRangeScheduler`` that steps it."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LRScheduler
+
+from ._checks import MODES, check_choice, check_int, check_lr_range, check_optimizer
+
+__all__ = ["LRRangeScheduler", "range_lr"]
+
+
+def range_lr(step: Any, start_lr: float, end_lr: float, num_steps: int, mode: str = "exp") -> Any:
+    """LR at 0-based ``step`` of a sweep from ``start_lr`` to ``end_lr`` over ``num_steps`` steps.
+
+    ``"exp"``: ``start_lr * (end_lr / start_lr) ** (step / (num_steps - 1))``;
+    ``"linear"``: ``start_lr + (end_lr - start_lr) * step / (num_steps - 1)``.
+    Both endpoints are exact; steps past the end hold ``end_lr``. ``step`` may be
+    an int (returns a float) or an array of ints (returns a float64 array).
+
+    Example:
+        >>> range_lr([0, 1, 2], 1e-3, 1e-1, 3)
+        array([0.001, 0.01 , 0.1  ])
+    """
+    check_choice("mode", mode, MODES)
+    num_steps = check_int("num_steps", num_steps, minimum=2)
+    (start_lr,), (end_lr,) = check_lr_range(start_lr, end_lr)
+    steps = np.asarray(step)
+    if steps.dtype.kind not in "iu" or np.any(steps < 0):
+        raise ValueError(f"step must be an int >= 0 or an array of them, got {step!r}")
+    t = np.minimum(steps, num_steps - 1) / (num_steps - 1)
+    if mode == "exp":
+        lrs = start_lr * (end_lr / start_lr) ** t
+    else:
+        lrs = start_lr + (end_lr - start_lr) * t
+    lrs = np.where(t == 0, start_lr, np.where(t == 1, end_lr, lrs))
+    return float(lrs) if lrs.ndim == 0 else lrs
+
+
+class LRRangeScheduler(LRScheduler):
+    """Grows the LR each step from ``start_lr`` to ``end_lr``, for an LR range test.
+
+    The LR of param group 0 at step ``i`` (0-based, ``i = last_epoch``) is
+    :func:`range_lr`\\ ``(i, start_lr, end_lr, num_steps, mode)``. With scalar
+    ``start_lr``/``end_lr``, the other groups keep their ratio to group 0 as it
+    was at construction; with one value per group (lists), each group sweeps its
+    own range. Creating the scheduler sets the step-0 LR; each :meth:`step` moves
+    to the next, and steps past ``num_steps - 1`` hold ``end_lr``. A tensor
+    ``lr`` is updated in place on its own device (no host sync, no recompiles of
+    a compiled step). LR values are precomputed, so a step costs a dict write per
+    group.
+
+    Args:
+        optimizer: a torch optimizer, or any object with ``param_groups`` whose
+            dicts hold ``"lr"``.
+        start_lr: first LR (float > 0, or one per param group). Default 1e-7.
+        end_lr: last LR (float > start_lr, or one per param group). Default 10.
+        num_steps: number of LR values, one per optimizer step (int >= 2). Default 100.
+        mode: ``"exp"`` (geometric) or ``"linear"``. Default ``"exp"``.
+        last_epoch: index of the last step, ``-1`` to start. Default -1.
+
+    Example:
+        >>> model = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> sched = LRRangeScheduler(opt, start_lr=1e-4, end_lr=1.0, num_steps=5)
+        >>> for _ in range(5):
+        ...     opt.step()  # after loss.backward()
+        ...     sched.step()
+        >>> [round(lr, 6) for lr in sched.lrs]
+        [0.0001, 0.001, 0.01, 0.1, 1.0]
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        start_lr: float | list[float] = 1e-7,
+        end_lr: float | list[float] = 10.0,
+        num_steps: int = 100,
+        mode: str = "exp",
+        last_epoch: int = -1,
+    ) -> None:
+        check_optimizer(optimizer)
+        groups = optimizer.param_groups
+        per_group = isinstance(start_lr, (list, tuple)) or isinstance(end_lr, (list, tuple))
+        starts, ends = check_lr_range(start_lr, end_lr, len(groups) if per_group else None)
+        num_steps = check_int("num_steps", num_steps, minimum=2)
+        mode = check_choice("mode", mode, MODES)
+        last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
+        if last_epoch == -1:
+            base = [_as_float(g["lr"]) for g in groups]
+            for group in groups:
+                lr = group["lr"]
+                group.setdefault("initial_lr", lr.clone() if isinstance(lr, torch.Tensor) else lr)
+        else:
+            missing = [i for i, g in enumerate(groups) if "initial_lr" not in g]
+            if missing:
+                raise KeyError(
+                    f"param_groups{missing} lack 'initial_lr', needed to resume with last_epoch={last_epoch}"
+                )
+            base = [_as_float(g["initial_lr"]) for g in groups]
+        if not per_group:
+            if base[0] <= 0 or not all(math.isfinite(b) and b >= 0 for b in base):
+                raise ValueError(
+                    f"param group LRs must be finite, >= 0 and > 0 for group 0 to keep their ratios, got {base}"
+                )
+            ratios = [b / base[0] for b in base]
+            starts = [starts[0] * r for r in ratios]
+            ends = [ends[0] * r for r in ratios]  # ratios[0] == 1.0: group 0's endpoints stay exact
+        self.optimizer = optimizer
+        self.start_lrs = starts
+        self.end_lrs = ends
+        self.num_steps = num_steps
+        self.mode = mode
+        self.base_lrs = [_as_float(g["initial_lr"]) for g in groups]
+        self._table = _lr_table(starts, ends, num_steps, mode)
+        self.last_epoch = last_epoch
+        self._step_count = 0
+        self.step()
+
+    @property
+    def lrs(self) -> list[float]:
+        """LRs of param group 0 at every step of the sweep, in order."""
+        return [row[0] for row in self._table]
+
+    def get_lr(self) -> list[float]:
+        """LR of each param group at the current step (``last_epoch``)."""
+        return list(self._table[min(self.last_epoch, self.num_steps - 1)])
+
+    _get_closed_form_lr = get_lr
+
+    def step(self, epoch: int | None = None) -> None:
+        """Move every param group to the LR of the next step (or of step ``epoch``)."""
+        self._step_count += 1
+        if epoch is None:
+            self.last_epoch += 1
+        else:
+            warnings.warn(
+                "passing epoch to step() is deprecated; call step() once per optimizer step", UserWarning, stacklevel=2
+            )
+            self.last_epoch = check_int("epoch", epoch, minimum=0)
+        values = self._table[min(self.last_epoch, self.num_steps - 1)]
+        for group, lr in zip(self.optimizer.param_groups, values):
+            current = group["lr"]
+            if isinstance(current, torch.Tensor):
+                current.fill_(lr)
+            else:
+                group["lr"] = lr
+        self._last_lr = list(values)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state (everything but the optimizer), as in torch's schedulers."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_table")}
+        return {k: (list(v) if isinstance(v, list) else v) for k, v in state.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state from :meth:`state_dict`; the LR table is rebuilt from it."""
+        self.__dict__.update({k: v for k, v in state_dict.items() if k != "_table"})
+        self._table = _lr_table(self.start_lrs, self.end_lrs, self.num_steps, self.mode)
+
+
+def _lr_table(starts: list[float], ends: list[float], num_steps: int, mode: str) -> list[tuple[float, ...]]:
+    steps = np.arange(num_steps)
+    columns = [range_lr(steps, s, e, num_steps, mode).tolist() for s, e in zip(starts, ends)]
+    return list(zip(*columns))
+
+
+def _as_float(lr: Any) -> float:
+    # One host read at construction, never per step.
+    return float(lr.detach().cpu()) if isinstance(lr, torch.Tensor) else float(lr)

@@ -1,0 +1,412 @@
+"""Exact snapshots of a model, its optimizer, extra stateful objects and the RNGs.
+
+A :class:`Snapshot` copies every tensor on capture and copies back *into the
+existing tensors* on restore, so parameters, buffers, optimizer state tensors and
+tensor hyperparameters keep their identity (hooks, compiled graphs and the
+optimizer's references stay valid) and the snapshot can be restored any number
+of times. ``state_dict()`` and ``load_state_dict()`` alias live tensors, so no
+alias is ever kept or handed out.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import shutil
+import tempfile
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._checks import check_choice, check_optimizer, check_stateful
+
+__all__ = ["WHERE", "Snapshot", "SnapshotError"]
+
+WHERE = ("device", "cpu", "disk")
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot could not be restored; the message says which part."""
+
+
+@dataclass(frozen=True)
+class _Handle:
+    """A stored tensor: its key in the store and what it was."""
+
+    key: int
+    device: torch.device
+    dtype: torch.dtype
+    shape: torch.Size
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor holding this process's data (the local shard of a DTensor)."""
+    return tensor.to_local() if type(tensor).__name__ == "DTensor" else tensor
+
+
+class _Store:
+    """Holds tensor copies on the device, in (pinned) host memory or in files."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self._tensors: dict[int, torch.Tensor] = {}
+        self._sizes: dict[int, int] = {}
+        self._cuda_pending = False
+        self.nbytes = 0
+        self.directory: str | None = None
+        self._finalizer: weakref.finalize | None = None
+        if where == "disk":
+            self.directory = tempfile.mkdtemp(prefix="torch_lrrange_")  # private: mode 0700
+            self._finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)
+
+    def put(self, tensor: torch.Tensor) -> _Handle:
+        source = _local(tensor.detach())
+        handle = _Handle(len(self._sizes), source.device, source.dtype, source.shape)
+        self._sizes[handle.key] = -1
+        self.nbytes += source.numel() * source.element_size()
+        if self.where == "device" or (self.where == "cpu" and source.device.type == "cpu"):
+            self._tensors[handle.key] = source.clone()
+        elif self.where == "cpu":
+            pinned = torch.empty_like(source, device="cpu", pin_memory=source.is_cuda)
+            self._tensors[handle.key] = pinned.copy_(source, non_blocking=source.is_cuda)
+            self._cuda_pending |= source.is_cuda
+        else:  # disk: one tensor in host memory at a time
+            path = self._path(handle.key)
+            torch.save(source.cpu().clone(), path)
+            self._sizes[handle.key] = os.path.getsize(path)
+        return handle
+
+    def flush(self) -> None:
+        """Wait for pending device-to-host copies."""
+        if self._cuda_pending:
+            torch.cuda.synchronize()
+            self._cuda_pending = False
+
+    def _path(self, key: int) -> str:
+        assert self.directory is not None
+        return os.path.join(self.directory, f"{key}.pt")
+
+    def check_files(self, handles: list[_Handle]) -> None:
+        """Raise before any write if a disk snapshot's file vanished or changed size."""
+        for handle in handles:
+            path = self._path(handle.key)
+            try:
+                size = os.path.getsize(path)
+            except OSError as err:
+                raise SnapshotError(f"disk snapshot file {path} is gone; nothing was restored") from err
+            if size != self._sizes[handle.key]:
+                raise SnapshotError(
+                    f"disk snapshot file {path} was truncated or changed ({size} bytes, written {self._sizes[handle.key]}); nothing was restored"
+                )
+
+    def get(self, handle: _Handle) -> torch.Tensor:
+        """The stored value (may alias the store: copy before handing it out)."""
+        if self.where != "disk":
+            return self._tensors[handle.key]
+        path = self._path(handle.key)
+        try:
+            value = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise SnapshotError(
+                f"disk snapshot file {path} could not be read ({err}); restore stopped part-way"
+            ) from err
+        if not isinstance(value, torch.Tensor) or value.dtype != handle.dtype or value.shape != handle.shape:
+            raise SnapshotError(
+                f"disk snapshot file {path} does not hold the tensor written to it; restore stopped part-way"
+            )
+        return value
+
+    def fresh(self, handle: _Handle) -> torch.Tensor:
+        """A new tensor with the stored value, on the device it came from."""
+        value = self.get(handle)
+        if value.device != handle.device:
+            return value.to(handle.device, non_blocking=value.is_pinned())
+        return value if self.where == "disk" else value.clone()
+
+    def copy_into(self, handle: _Handle, live: torch.Tensor) -> None:
+        target = _local(live.detach())
+        if target.shape != handle.shape:
+            raise SnapshotError(
+                f"a tensor changed shape from {tuple(handle.shape)} to {tuple(target.shape)}; it cannot be restored in place"
+            )
+        value = self.get(handle)
+        with torch.no_grad():
+            target.copy_(value, non_blocking=value.is_pinned())
+
+    def close(self) -> None:
+        self._tensors.clear()
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+def _pack(store: _Store, value: Any) -> Any:
+    """Copy a nested structure, storing every tensor in ``store``."""
+    if isinstance(value, torch.Tensor):
+        return store.put(value)
+    if isinstance(value, dict):
+        return {k: _pack(store, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_pack(store, v) for v in value)
+    return copy.deepcopy(value)
+
+
+def _unpack(store: _Store, value: Any) -> Any:
+    """A fresh copy of a packed structure (never an alias of the store)."""
+    if isinstance(value, _Handle):
+        return store.fresh(value)
+    if isinstance(value, dict):
+        return {k: _unpack(store, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_unpack(store, v) for v in value)
+    return copy.deepcopy(value)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and torch.backends.mps.is_available():
+        state["mps"] = mps.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state:
+        torch.mps.set_rng_state(state["mps"])
+
+
+def _optimizer_params(optimizer: Any) -> list[torch.Tensor]:
+    seen: dict[int, torch.Tensor] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+class Snapshot:
+    """The exact state of a model, its optimizer, extra objects and the RNGs.
+
+    Take one with :meth:`take`; :meth:`restore` puts everything back bit-exactly
+    (as often as needed); :meth:`release` frees the copies (and the files of a
+    ``"disk"`` snapshot). Also a context manager that releases on exit.
+
+    Captured: ``model.state_dict()`` (parameters, persistent buffers, extra
+    state), non-persistent buffers, each module's train/eval mode, every
+    parameter the optimizer holds (also ones outside the model) and its
+    ``.grad``, the optimizer state and param-group hyperparameters, each extra
+    object's ``state_dict()``, and the python, numpy, torch CPU and every CUDA
+    device's RNG states.
+
+    ``where``: ``"device"`` (default; clones beside the originals, fastest),
+    ``"cpu"`` (pinned host copies, no device memory) or ``"disk"`` (files in a
+    private temporary directory, host memory bounded by one tensor).
+
+    Example:
+        >>> model = torch.nn.Linear(3, 1)
+        >>> opt = torch.optim.Adam(model.parameters())
+        >>> snap = Snapshot.take(model, opt)
+        >>> model(torch.ones(3)).sum().backward(); opt.step()
+        >>> snap.restore()   # model, optimizer and RNGs are back
+    """
+
+    def __init__(self) -> None:  # use Snapshot.take
+        self._store: _Store | None = None
+
+    @classmethod
+    def take(cls, model: nn.Module, optimizer: Any, *extra: Any, where: str = "device") -> Snapshot:
+        """Capture ``model``, ``optimizer``, each of ``extra`` and the RNG states.
+
+        Args:
+            model: the ``nn.Module`` under test.
+            optimizer: a torch optimizer or an object with ``param_groups``,
+                ``state_dict()`` and ``load_state_dict()``.
+            *extra: objects with ``state_dict()``/``load_state_dict()``
+                (``GradScaler``, an LR scheduler, an EMA...).
+            where: ``"device"``, ``"cpu"`` or ``"disk"``. Default ``"device"``.
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        check_optimizer(optimizer)
+        for i, obj in enumerate(extra):
+            check_stateful(f"extra_state[{i}]", obj)
+        check_choice("where", where, WHERE)
+
+        self = cls()
+        self.model, self.optimizer, self.extra, self.where = model, optimizer, tuple(extra), where
+        store = self._store = _Store(where)
+        try:
+            state = model.state_dict(keep_vars=True)
+            self._model_state = {k: _pack(store, v) for k, v in state.items()}
+            persistent = set(state)
+            self._buffers = {n: store.put(b) for n, b in model.named_buffers() if n not in persistent and b is not None}
+            self._modes = [(m, m.training) for m in model.modules()]
+            in_model = {id(t) for t in state.values() if isinstance(t, torch.Tensor)}
+            params = _optimizer_params(optimizer)
+            self._loose = [(p, store.put(p)) for p in params if id(p) not in in_model]
+            unique = {id(p): p for p in [*model.parameters(), *params]}.values()
+            self._grads = [(p, None if p.grad is None else store.put(p.grad)) for p in unique]
+            self._groups = [
+                (g, {k: _pack(store, v) for k, v in g.items() if k != "params"}) for g in optimizer.param_groups
+            ]
+            if isinstance(optimizer, torch.optim.Optimizer):
+                self._opt_state = {p: _pack(store, dict(s)) for p, s in optimizer.state.items()}
+                self._opt_state_dict = None
+            else:
+                self._opt_state, self._opt_state_dict = None, _pack(store, optimizer.state_dict())
+            self._extra = [_pack(store, obj.state_dict()) for obj in extra]
+            self._rng = _rng_state()
+            store.flush()
+        except BaseException:
+            store.close()
+            raise
+        return self
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensor data held by this snapshot."""
+        return 0 if self._store is None else self._store.nbytes
+
+    def restore(self) -> None:
+        """Put everything back exactly as it was when the snapshot was taken.
+
+        Raises:
+            SnapshotError: the snapshot was released, or part of it could not be
+                read back; the message names what was not restored.
+        """
+        store = self._store
+        if store is None:
+            raise SnapshotError("this snapshot was released and cannot be restored")
+        if store.where == "disk":
+            store.check_files(self._handles())
+        with torch.no_grad():
+            self._restore_model(store)
+            self._restore_optimizer(store)
+        for obj, state in zip(self.extra, self._extra):
+            obj.load_state_dict(_unpack(store, state))
+        _set_rng_state(self._rng)
+
+    def _handles(self) -> list[_Handle]:
+        found: list[_Handle] = []
+
+        def walk(value: Any) -> None:
+            if isinstance(value, _Handle):
+                found.append(value)
+            elif isinstance(value, dict):
+                for v in value.values():
+                    walk(v)
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    walk(v)
+
+        walk([self._model_state, self._buffers, [h for _, h in self._loose], [h for _, h in self._grads]])
+        walk([s for _, s in self._groups])
+        walk([self._opt_state, self._opt_state_dict, self._extra])
+        return found
+
+    def _restore_model(self, store: _Store) -> None:
+        live = self.model.state_dict(keep_vars=True)
+        if set(live) != set(self._model_state):
+            changed = sorted(set(live) ^ set(self._model_state))
+            raise SnapshotError(
+                f"the model's state_dict keys changed since the snapshot ({changed[:5]}); it was not restored"
+            )
+        other = {}
+        for key, saved in self._model_state.items():
+            if isinstance(saved, _Handle) and isinstance(live[key], torch.Tensor):
+                store.copy_into(saved, live[key])
+            else:
+                other[key] = _unpack(store, saved)
+        if other:
+            self.model.load_state_dict(other, strict=False)
+        buffers = dict(self.model.named_buffers())
+        for name, handle in self._buffers.items():
+            store.copy_into(handle, buffers[name])
+        for module, training in self._modes:
+            module.training = training
+        for param, handle in self._loose:
+            store.copy_into(handle, param)
+        for param, handle in self._grads:
+            if handle is None:
+                param.grad = None
+            elif param.grad is not None and param.grad.shape == param.shape:
+                store.copy_into(handle, param.grad)
+            else:
+                param.grad = store.fresh(handle)
+
+    def _restore_optimizer(self, store: _Store) -> None:
+        optimizer = self.optimizer
+        if self._opt_state is not None:
+            state = optimizer.state
+            for param in [p for p in state if p not in self._opt_state]:
+                del state[param]
+            for param, saved in self._opt_state.items():
+                current = state.get(param)
+                if current is not None and _same_layout(current, saved):
+                    for key, value in saved.items():
+                        if isinstance(value, _Handle):
+                            store.copy_into(value, current[key])
+                        else:
+                            current[key] = copy.deepcopy(value)
+                else:
+                    state[param] = _unpack(store, saved)
+        else:
+            optimizer.load_state_dict(_unpack(store, self._opt_state_dict))
+        groups = optimizer.param_groups
+        for i, (group, saved) in enumerate(self._groups):
+            current = groups[i]
+            params = current["params"]
+            live_tensors = {k: v for k, v in group.items() if isinstance(v, torch.Tensor)}
+            group.clear()
+            group["params"] = params
+            for key, value in saved.items():
+                kept = live_tensors.get(key)
+                if isinstance(value, _Handle) and kept is not None and _fits(kept, value):
+                    store.copy_into(value, kept)
+                    group[key] = kept
+                else:
+                    group[key] = _unpack(store, value)
+            groups[i] = group
+
+    def release(self) -> None:
+        """Free the copies (and remove a disk snapshot's files). Idempotent."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _fits(live: torch.Tensor, handle: _Handle) -> bool:
+    live = _local(live)
+    return live.shape == handle.shape and live.dtype == handle.dtype and live.device == handle.device
+
+
+def _same_layout(current: dict[str, Any], saved: dict[str, Any]) -> bool:
+    if set(current) != set(saved):
+        return False
+    for key, value in saved.items():
+        live = current[key]
+        if isinstance(value, _Handle) != isinstance(live, torch.Tensor):
+            return False
+        if isinstance(value, _Handle) and not _fits(live, value):
+            return False
+    return True
