@@ -1,9 +1,27 @@
 """Curve analysis: pure functions on numpy arrays, usable on any LR/loss curve.
 
 Every function takes plain arrays (LRs in their own units, losses as recorded)
-and returns plain values. Slopes are always taken with respect to log10(lr):
-``d loss / d log10(lr)``, the natural axis of an exponential sweep, and the only
-one in which "steepest" means the same thing for linear and exponential sweeps.
+and returns plain values; nothing here touches torch. The pipeline of
+:func:`suggest` (and so of :func:`analyze` and every ``RangeTestResult``):
+
+1. cut the curve before its first diverged point (:func:`divergence_index`, the
+   same :class:`~torch_lrrange.divergence.DivergenceRule` a ``RangeTest``
+   applies while it sweeps);
+2. smooth it without lag (:func:`smooth`: Savitzky-Golay over log10(lr), window
+   a fixed fraction of the curve); the raw losses are kept;
+3. differentiate it with respect to **log10(lr)** (:func:`slope`): ``d loss /
+   d log10(lr)``, the natural axis of an exponential sweep, and the only one in
+   which "steepest" means the same thing for linear and exponential sweeps;
+4. find the descent (where the smoothed loss starts to fall, its minimum) and
+   judge the curve (noise, depth of the descent, divergence, length) into
+   ``confidence`` and ``warnings``; a curve without a usable descent gives no LR;
+5. read ``lr`` with the named rule of :data:`METHODS` and the cyclic bounds
+   ``min_lr``/``max_lr`` with Smith's rules (:func:`bounds`).
+
+Every threshold is a fraction of the curve's own descent, noise or length, so a
+suggestion is unchanged when all losses are multiplied by a positive constant,
+moves with the LRs when they are all multiplied by a constant, and no rule
+empties a short curve.
 """
 
 from __future__ import annotations
@@ -22,45 +40,100 @@ from .divergence import DEFAULT_THRESHOLD as DIVERGE_THRESHOLD
 
 __all__ = [
     "METHODS",
+    "Descent",
     "Suggestion",
     "UnusableCurveError",
     "analyze",
+    "bounds",
+    "descent",
     "divergence_index",
     "slope",
     "smooth",
     "suggest",
 ]
 
+#: Fewest sane (pre-divergence) points a suggestion is read from.
 MIN_POINTS = 8
+#: Savitzky-Golay window as a fraction of the curve's points (at least 5 points).
+WINDOW_FRACTION = 0.15
+#: The descent must be this many standard errors of the smoothed curve deep to
+#: give a suggestion (about the 99th percentile of the same statistic on pure
+#: noise); below twice this, the result warns "too noisy".
+MIN_SNR = 8.0
+#: The descent starts (the flat start ends) once the smoothed loss has made this
+#: fraction of its drop from the starting level (:class:`Descent`) to the minimum.
+START_FRACTION = 0.1
+#: ``max_lr`` is this factor (half a decade) below the LR of the smoothed minimum.
+MARGIN = math.sqrt(10.0)
 
 
 class UnusableCurveError(ValueError):
     """The curve cannot support an LR suggestion; the message says why."""
 
 
-def smooth(lrs: Any, losses: Any, window: int | None = None, polyorder: int = 2) -> np.ndarray:
-    """Zero-phase Savitzky-Golay smoothing of ``losses`` (no lag, unlike an EMA).
+# --- building blocks ---------------------------------------------------------------
 
-    The curve is resampled on a uniform log10(lr) grid (exact for exponential
-    sweeps), filtered, and mapped back. ``window`` (odd number of points) defaults
-    to about a fifth of the curve, at least 5; curves too short to filter come
-    back unchanged (as float64).
+
+def _vector(name: str, values: Any) -> np.ndarray:
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence or array of real numbers, got {type(values).__name__}")
+    try:
+        return np.asarray(values, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{name} must be a sequence or array of real numbers, got {type(values).__name__} ({err})"
+        ) from err
+
+
+def _as_curve(lrs: Any, losses: Any) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _vector("lrs", lrs), _vector("losses", losses)
+    if x.shape != y.shape:
+        raise ValueError(f"lrs and losses must have the same length, got {x.size} and {y.size}")
+    if x.size and (not np.all(np.isfinite(x)) or np.any(x <= 0)):
+        raise ValueError("lrs must be finite and > 0")
+    if x.size > 1 and np.any(np.diff(x) <= 0):
+        raise ValueError("lrs must be strictly increasing")
+    return np.log10(x), y
+
+
+def _window(n: int) -> int:
+    return max(5, round(WINDOW_FRACTION * n) | 1)
+
+
+def smooth(lrs: Any, losses: Any, window: int | None = None, polyorder: int = 2) -> np.ndarray:
+    """Zero-phase Savitzky-Golay smoothing of ``losses`` over log10(lr).
+
+    Unlike the causal EMA of the peers, the filter has no lag, so the smoothed
+    curve's steepest point and minimum sit where the raw curve's do. The curve
+    is resampled on a uniform log10(lr) grid (exact for exponential sweeps; a
+    linear sweep is thereby smoothed in the space its slope is read in),
+    filtered, and mapped back to the input LRs. ``window`` (points, odd) defaults
+    to ``WINDOW_FRACTION`` (15%) of the curve, at least 5; a curve too short to
+    filter comes back unchanged. Non-finite losses are not accepted.
+
+    Returns: float64 array, same length as ``losses``.
     """
     log_lrs, y = _as_curve(lrs, losses)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("smooth() needs finite losses; cut the curve at divergence_index() first")
     n = len(y)
-    if window is None:
-        window = max(5, (n // 5) | 1)
-    window = min(window, n if n % 2 else n - 1)
+    window = min(int(window or _window(n)), n if n % 2 else n - 1)
     if window <= polyorder or n < 3:
         return y.copy()
+    scale = _scale(y)  # filter values of order 1: no overflow for losses near the float64 limit
     grid = np.linspace(log_lrs[0], log_lrs[-1], n)
-    uniform = np.interp(grid, log_lrs, y)
+    uniform = np.interp(grid, log_lrs, y / scale)
     filtered = savgol_filter(uniform, window, polyorder, mode="interp")
-    return np.interp(log_lrs, grid, filtered)
+    return np.interp(log_lrs, grid, filtered) * scale
+
+
+def _scale(y: np.ndarray) -> float:
+    peak = float(np.max(np.abs(y))) if len(y) else 0.0
+    return peak if 0 < peak < math.inf else 1.0
 
 
 def slope(lrs: Any, values: Any) -> np.ndarray:
-    """``d values / d log10(lr)`` by second-order central differences."""
+    """``d values / d log10(lr)`` by second-order central differences (one-sided at the ends)."""
     log_lrs, y = _as_curve(lrs, values)
     if len(y) < 2:
         return np.zeros_like(y)
@@ -74,11 +147,137 @@ def divergence_index(losses: Any, threshold: float = DIVERGE_THRESHOLD, beta: fl
     :class:`~torch_lrrange.RangeTest` applies while it sweeps: a non-finite loss,
     or a bias-corrected EMA above ``threshold`` times the best EMA so far.
     """
+    values = np.asarray(losses, dtype=np.float64).reshape(-1)
     rule = DivergenceRule(threshold, beta)
-    for i, x in enumerate(np.asarray(losses, dtype=np.float64).reshape(-1).tolist()):
+    for i, x in enumerate(values.tolist()):
         if rule.update(x):
             return i
-    return len(np.asarray(losses).reshape(-1))
+    return len(values)
+
+
+@dataclass
+class Descent:
+    """Where the smoothed loss falls (indices into the curve).
+
+    ``start``: first point past the flat start (the loss has made
+    ``START_FRACTION`` of its drop); ``steepest``: most negative slope from
+    ``start`` to the minimum (noise in the flat start cannot win);
+    ``minimum``: the smoothed minimum. ``drop``: the fall from the starting
+    level (mean raw loss over the first smoothing window) to the smoothed
+    minimum (<= 0: no descent); ``noise``: the robust standard deviation
+    (1.4826 MAD) of raw minus smoothed losses; ``window``: the smoothing
+    window in points.
+    """
+
+    start: int
+    steepest: int
+    minimum: int
+    drop: float
+    noise: float
+    window: int
+
+    @property
+    def snr(self) -> float:
+        """Depth of the descent in standard errors of the smoothed curve (``noise / sqrt(window)``)."""
+        if self.drop <= 0:
+            return 0.0
+        if self.noise == 0:
+            return math.inf
+        return self.drop / (self.noise / math.sqrt(self.window))
+
+
+def descent(losses: np.ndarray, smoothed: np.ndarray, slopes: np.ndarray) -> Descent:
+    """Locate the descent of a smoothed curve (see :class:`Descent`); every threshold is relative."""
+    y = np.asarray(losses, dtype=np.float64)
+    w = min(_window(len(y)), len(y))
+    m = int(np.argmin(smoothed))
+    level = float(np.mean(y[:w]))
+    drop = level - float(smoothed[m])
+    resid = y - smoothed
+    # floor: float rounding of the smoothing, relative to the loss scale (a flat curve is not a descent)
+    noise = max(float(1.4826 * np.median(np.abs(resid - np.median(resid)))), 1e-9 * _scale(y))
+    start = int(np.argmax(smoothed[: m + 1] <= level - START_FRACTION * drop)) if drop > 0 else 0
+    steepest = start + int(np.argmin(slopes[start : m + 1]))
+    return Descent(start, steepest, m, drop, noise, w)
+
+
+def bounds(lrs: np.ndarray, d: Descent) -> tuple[float, float]:
+    """Cyclic bounds ``(min_lr, max_lr)`` by Smith's reading of the range test.
+
+    CLR paper (Smith 2017, arXiv 1506.01186, section 3.3): ``base_lr`` where the
+    loss starts to fall, ``max_lr`` where it stops improving (slows, turns
+    ragged, rises), or ``base_lr`` a third to a quarter of ``max_lr``; and
+    the super-convergence paper (Smith & Topin 2018, arXiv 1708.07120) takes
+    one-cycle's large maximum LR from the same test, below where the loss
+    turns up. Here ``min_lr`` is the LR at ``Descent.start`` (10% of the drop
+    made) and ``max_lr`` is ``MARGIN`` (sqrt(10), half a decade) below the LR
+    of the smoothed minimum: a sweep holds each LR for one step, so the LR at
+    its minimum overstates the largest LR that trains stably for a whole run.
+    ``lrs[0] <= min_lr <= max_lr < lrs[minimum]`` (needs ``minimum >= 1``).
+    """
+    ceiling = float(lrs[max(d.minimum - 1, 0)])
+    max_lr = min(max(float(lrs[d.minimum]) / MARGIN, float(lrs[0])), ceiling)
+    return min(float(lrs[d.start]), max_lr), max_lr
+
+
+# --- the methods -----------------------------------------------------------------
+
+RuleFn = Callable[[np.ndarray, np.ndarray, np.ndarray, Descent], float]
+
+
+def _rule_steepest(lrs: np.ndarray, s: np.ndarray, g: np.ndarray, d: Descent) -> float:
+    """Steepest descent: the LR where ``d loss / d log10(lr)`` of the smoothed curve is most negative.
+
+    The rule of torch-lr-finder (``LRFinder.plot``) and Lightning
+    (``_LRFinder.suggestion``), read here off a lag-free curve, against log10(lr)
+    and only up to the minimum (they take an EMA and, for Lightning, the linear LR).
+    """
+    return float(lrs[d.steepest])
+
+
+def _rule_minimum(lrs: np.ndarray, s: np.ndarray, g: np.ndarray, d: Descent) -> float:
+    """fastai's ``minimum``: the LR of the smoothed minimum divided by 10."""
+    return max(float(lrs[d.minimum]) / 10.0, float(lrs[0]))
+
+
+def _rule_valley(lrs: np.ndarray, s: np.ndarray, g: np.ndarray, d: Descent) -> float:
+    """fastai's ``valley`` (its default): halfway into the longest run of falling smoothed loss."""
+    best_len, best_start, run_start = 0, 0, 0
+    for i in range(1, len(s)):
+        if s[i] > s[i - 1]:
+            run_start = i
+        if i - run_start > best_len:
+            best_len, best_start = i - run_start, run_start
+    return float(lrs[best_start + best_len // 2])
+
+
+def _rule_default(lrs: np.ndarray, s: np.ndarray, g: np.ndarray, d: Descent) -> float:
+    """This library's rule: half a decade below ``max_lr``, a decade below the smoothed minimum.
+
+    ``max_lr`` (:func:`bounds`) is already half a decade under the LR of the
+    smoothed minimum, the largest LR at which the sweep still improved the
+    loss. One-cycle training visits ``max_lr`` only briefly, after a warm-up
+    (super-convergence paper, arXiv 1708.07120); a constant LR must be stable
+    for the whole run, so it keeps the same margin once more: ``max_lr /
+    sqrt(10)``, a decade under the minimum, clamped into ``[min_lr, max_lr]``.
+    The point is that of fastai's ``minimum`` rule, except on a sharp, late
+    descent, where a decade under the minimum lies on the flat start (the sweep
+    saw no progress there): the default then rises to ``min_lr``.
+    """
+    min_lr, max_lr = bounds(lrs, d)
+    return min(max(max_lr / MARGIN, min_lr), max_lr)
+
+
+METHODS: dict[str, RuleFn] = {
+    "default": _rule_default,
+    "steepest": _rule_steepest,
+    "valley": _rule_valley,
+    "minimum": _rule_minimum,
+}
+"""Named rules for ``lr``; see each function's docstring for the rule and its source."""
+
+
+# --- suggestion ----------------------------------------------------------------------
 
 
 @dataclass
@@ -93,110 +292,62 @@ class Suggestion:
     smoothed: np.ndarray | None = None
 
 
-def _as_curve(lrs: Any, losses: Any) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(lrs, dtype=np.float64).reshape(-1)
-    y = np.asarray(losses, dtype=np.float64).reshape(-1)
-    if x.shape != y.shape:
-        raise ValueError(f"lrs and losses must have the same length, got {x.size} and {y.size}")
-    if x.size and (not np.all(np.isfinite(x)) or np.any(x <= 0)):
-        raise ValueError("lrs must be finite and > 0")
-    if x.size > 1 and np.any(np.diff(x) <= 0):
-        raise ValueError("lrs must be strictly increasing")
-    return np.log10(x), y
-
-
-def _steepest(log_lrs: np.ndarray, s: np.ndarray, g: np.ndarray, m: int) -> int:
-    return int(np.argmin(g[: m + 1]))
-
-
-def _bounds(lrs: np.ndarray, s: np.ndarray, g: np.ndarray, m: int) -> tuple[float, float]:
-    """Smith's reading: min_lr where the loss starts to fall fast, max_lr before it stops improving."""
-    k = _steepest(np.log10(lrs), s, g, m)
-    steep = g[k]
-    start = k
-    while start > 0 and g[start - 1] < 0.25 * steep:
-        start -= 1
-    drop = s[0] - s[m]
-    end = k
-    while end < m and s[end + 1] > s[m] + 0.1 * drop:
-        end += 1
-    return float(lrs[start]), float(lrs[max(end, k)])
-
-
-def _rule_steepest(lrs, s, g, m):  # type: ignore[no-untyped-def]
-    return float(lrs[_steepest(np.log10(lrs), s, g, m)])
-
-
-def _rule_minimum(lrs, s, g, m):  # type: ignore[no-untyped-def]
-    return float(lrs[m]) / 10.0
-
-
-def _rule_valley(lrs, s, g, m):  # type: ignore[no-untyped-def]
-    # Longest run of decreasing smoothed loss up to the minimum; two thirds into it.
-    best_len, best_start, run_start = 0, 0, 0
-    for i in range(1, m + 1):
-        if s[i] >= s[i - 1]:
-            run_start = i
-        if i - run_start > best_len:
-            best_len, best_start = i - run_start, run_start
-    return float(lrs[best_start + (2 * best_len) // 3])
-
-
-def _rule_default(lrs, s, g, m):  # type: ignore[no-untyped-def]
-    # Geometric mean of the steepest point and minimum / 10: steepest alone is
-    # often too hot for constant-LR training, minimum / 10 often too timid.
-    return math.sqrt(_rule_steepest(lrs, s, g, m) * _rule_minimum(lrs, s, g, m))
-
-
-RuleFn = Callable[[np.ndarray, np.ndarray, np.ndarray, int], float]
-
-METHODS: dict[str, RuleFn] = {
-    "default": _rule_default,
-    "steepest": _rule_steepest,
-    "valley": _rule_valley,
-    "minimum": _rule_minimum,
-}
-
-
-def suggest(lrs: Any, losses: Any, method: str = "default", *, threshold: float = DIVERGE_THRESHOLD) -> Suggestion:
+def suggest(
+    lrs: Any, losses: Any, method: str = "default", *, threshold: float = DIVERGE_THRESHOLD, diverged: bool = False
+) -> Suggestion:
     """Read an LR and cyclic bounds off a curve with the named ``method``.
 
-    The curve is cut at the first diverged point (:func:`divergence_index`),
-    smoothed (:func:`smooth`) and differentiated against log10(lr)
-    (:func:`slope`). Never raises for a well-formed curve: an unusable one
-    gives ``lr=None`` with the reasons in ``warnings``.
+    The curve is cut at its first diverged point, smoothed and differentiated
+    against log10(lr) (see the module docstring). Never raises for a well-formed
+    curve: an unusable one gives ``lr=None`` with the reasons in ``warnings``.
+    ``diverged``: the sweep ended by diverging (a ``RangeTest`` hands over the
+    curve already cut), so a short curve is reported as "diverged at once".
+    ``confidence`` (0 to 1) grows with the descent-to-noise ratio and is capped
+    when the curve is suspect; it is 0 exactly when there is no suggestion.
+    Always ``lrs[0] <= min_lr <= lr <= max_lr < lr at the smoothed minimum``.
     """
     check_choice("method", method, tuple(METHODS))
-    _, y = _as_curve(lrs, losses)
+    _as_curve(lrs, losses)
     x = np.asarray(lrs, dtype=np.float64).reshape(-1)
+    y = np.asarray(losses, dtype=np.float64).reshape(-1)
     n = divergence_index(y, threshold)
     x, y = x[:n], y[:n]
     warnings: list[str] = []
     if n < MIN_POINTS:
+        if diverged or n < len(np.asarray(losses).reshape(-1)):
+            warnings.append(f"diverged at once: only {n} points before divergence (lower start_lr)")
         warnings.append(f"too few points: {n} sane points, at least {MIN_POINTS} are needed")
         return Suggestion(None, None, None, 0.0, warnings, y.copy())
-    s = smooth(x, y)
+    scale = _scale(y)  # the analysis runs on losses / max|loss|: scale-free, and no overflow
+    s = smooth(x, y / scale)
     g = slope(x, s)
-    m = int(np.argmin(s))
-    drop = s[0] - s[m]
-    spread = float(np.max(s) - np.min(s)) or 1.0
-    noise = float(np.std(y - s))
-    if m <= 1:
-        warnings.append("no descent: the loss rose from the first points (diverged at once, or start_lr too high)")
-    elif drop <= 0.05 * max(abs(s[0]), 1e-12):
-        warnings.append("no clear descent: the smoothed loss fell by less than 5% before its minimum")
-    if noise > 0.5 * max(drop, 1e-12 * spread):
-        warnings.append("too noisy: the noise is comparable to the descent (try repeats= or a larger batch)")
-    if warnings and (m <= 1 or "no clear" in warnings[0]):
-        return Suggestion(None, None, None, 0.0, warnings, s)
-    lr = METHODS[method](x, s, g, m)
-    min_lr, max_lr = _bounds(x, s, g, m)
-    min_lr = min(min_lr, lr)
-    max_lr = min(max(max_lr, lr), float(x[m]))
-    confidence = float(np.clip(1.0 - noise / max(drop, 1e-12), 0.0, 1.0))
+    d = descent(y / scale, s, g)
+    snr = d.snr
+    if d.minimum == 0 or d.drop <= 0:
+        warnings.append("no descent: the loss never fell (start_lr too high, or the model does not learn)")
+    elif snr < MIN_SNR:
+        warnings.append(
+            f"no clear descent: the loss fell by {snr:.1f} standard errors, at least {MIN_SNR:g} are needed "
+            "(flat or noisy curve: try repeats=, a larger batch, or a wider LR range)"
+        )
     if warnings:
+        return Suggestion(None, None, None, 0.0, warnings, s * scale)
+    confidence = 1.0 - MIN_SNR / snr
+    if snr < 2 * MIN_SNR:
+        warnings.append(f"too noisy: the loss fell by only {snr:.1f} standard errors (try repeats= or a larger batch)")
+    if d.minimum < 2:
+        warnings.append("the minimum is at the start: start_lr may be too high")
         confidence = min(confidence, 0.3)
-    return Suggestion(lr, min_lr, max_lr, confidence, warnings, s)
+    if d.minimum == n - 1:
+        warnings.append("the loss was still falling at the end of the sweep: end_lr may be too low")
+        confidence = min(confidence, 0.5)
+    lr = METHODS[method](x, s, g, d)
+    min_lr, max_lr = bounds(x, d)
+    ceiling = float(x[d.minimum - 1])
+    lr = min(max(lr, float(x[0])), ceiling)
+    min_lr = min(min_lr, lr)
+    max_lr = min(max(max_lr, lr), ceiling)
+    return Suggestion(lr, min_lr, max_lr, confidence, warnings, s * scale)
 
 
 def analyze(
@@ -213,8 +364,9 @@ def analyze(
     Args:
         lrs: the LR of each point (strictly increasing, > 0).
         losses: the raw loss of each point (same length).
-        method: ``"default"``, ``"steepest"``, ``"valley"`` or ``"minimum"``.
-        diverge_threshold: divergence multiple of the best smoothed loss. Default 4.
+        method: a name in :data:`METHODS`: ``"default"``, ``"steepest"``,
+            ``"valley"`` or ``"minimum"``. Default ``"default"``.
+        diverge_threshold: divergence multiple of the best smoothed loss, > 1. Default 4.
         diverged: whether the sweep ended by diverging (default: whether the
             curve itself diverges; it is then cut before that point).
         **metadata: kept on the result (e.g. ``start_lr``, ``mode``).
@@ -231,11 +383,13 @@ def analyze(
     check_positive_float("diverge_threshold", diverge_threshold)
     if diverge_threshold <= 1:
         raise ValueError(f"diverge_threshold must be > 1, got {diverge_threshold!r}")
+    if diverged is not None and not isinstance(diverged, (bool, np.bool_)):
+        raise TypeError(f"diverged must be True, False or None, got {type(diverged).__name__} {diverged!r}")
     _as_curve(lrs, losses)
     x = np.asarray(lrs, dtype=np.float64).reshape(-1)
     y = np.asarray(losses, dtype=np.float64).reshape(-1)
     n = divergence_index(y, diverge_threshold)
-    suggestion = suggest(x[:n], y[:n], method, threshold=diverge_threshold)
+    suggestion = suggest(x, y, method, threshold=diverge_threshold, diverged=bool(diverged))
     return RangeTestResult(
         lrs=x[:n],
         losses=y[:n],

@@ -62,15 +62,22 @@ class RangeTest:
         mode: ``"exp"`` or ``"linear"`` LR growth. Default ``"exp"``.
         extra_state: objects with ``state_dict()``/``load_state_dict()`` to restore
             too (``GradScaler``, an LR scheduler, an EMA). Default none.
-        snapshot: where the snapshot lives: ``"device"``, ``"cpu"`` or ``"disk"``
-            (see :class:`Snapshot`). Default ``"device"``.
+        snapshot: where the snapshot lives: ``"device"`` (clones beside the
+            originals: fastest, one more copy of the state in device memory),
+            ``"cpu"`` (pinned host copies: no device memory beyond the run's own;
+            use it when the GPU is full) or ``"disk"`` (files: host memory bounded
+            by the largest tensor). See :class:`Snapshot`. Default ``"device"``;
+            on a CPU model ``"device"`` and ``"cpu"`` are the same.
         diverge_threshold: the sweep stops once the smoothed loss exceeds this
             multiple of the best smoothed loss, float > 1. Default 4.
         method: how the result reads the curve (see :data:`METHODS`). Default ``"default"``.
         repeats: sweeps to average, each from the same snapshot, int >= 1. Default 1.
         check_every: points per host read (divergence check), int >= 8. Default 8.
-        process_group: the ``torch.distributed`` group to average losses over;
-            default the world group when one is initialised.
+        process_group: the ``torch.distributed`` group to average losses over
+            (one ``all_reduce`` per check window, so every rank stops at the same
+            step and gets the same result; every rank must record the same number
+            of points, see :mod:`torch_lrrange.distributed`); default the world
+            group when one is initialised.
         progress: show a progress bar (None: when stderr is a terminal, on rank 0). Default None.
 
     Example:
@@ -150,16 +157,21 @@ class RangeTest:
             self._reducer = distributed.LossReducer(self.process_group)
             self._snapshot = Snapshot.take(self.model, self.optimizer, *self.extra_state, where=self.snapshot_where)
             self._progress = Progress(
-                self.num_steps * self.repeats, enabled=self.progress, rank_zero=self._reducer.is_rank_zero
+                self.num_steps * self.repeats, enabled=self.progress, rank_zero=distributed.is_rank_zero()
             )
             self.result = None
             self._runs: list[list[float]] = []
             self._diverged = False
             self._finished = False
             self._warned_after_end = False
+            self._buffer: torch.Tensor | None = None  # one window of losses, on the loss's device
             self._start_repeat()
         except BaseException:
-            self._release()
+            try:
+                if getattr(self, "_snapshot", None) is not None:
+                    self._snapshot.restore()  # the scheduler may already have set the LR
+            finally:
+                self._release()
             raise
         self._active = True
         logger.debug(
@@ -179,7 +191,8 @@ class RangeTest:
                 self._release()
         if exc_type is None:
             self.result = self._build_result()
-            logger.info("range test done: %r", self.result)
+            if distributed.is_rank_zero():  # global rank 0: one line per job, not one per rank
+                logger.info("range test done: %r", self.result)
         return False
 
     def _release(self) -> None:
@@ -200,7 +213,6 @@ class RangeTest:
         self._lrs = self._scheduler.lrs
         self._reader = WindowReader(DivergenceRule(self.diverge_threshold, DEFAULT_BETA))
         self._window: list[Any] = []
-        self._buffer: torch.Tensor | None = None
         self._step = 0
 
     @property
@@ -226,7 +238,9 @@ class RangeTest:
         """
         if not self._active:
             raise RuntimeError("record() must be called inside the `with RangeTest(...)` block")
-        if isinstance(loss, torch.Tensor):
+        if type(loss) is torch.Tensor and loss.ndim == 0:
+            loss = loss.detach()  # the common case, checked with the fewest calls (hot path)
+        elif isinstance(loss, torch.Tensor):
             if loss.numel() != 1:
                 raise ValueError(
                     f"loss must be a scalar (0-dim tensor or float), got a tensor of shape {tuple(loss.shape)}"
@@ -259,12 +273,14 @@ class RangeTest:
         window, self._window = self._window, []
         if not window:
             return
-        start = self._step - len(window)
         if all(isinstance(v, torch.Tensor) for v in window):
-            if self._buffer is None:
-                self._buffer = torch.empty(self.num_steps, dtype=torch.float32, device=window[0].device)
-            segment = self._buffer[start : self._step]
-            if window[0].dtype == segment.dtype:
+            # One stack per window into a buffer preallocated on the loss's device: no op per
+            # step, and stream-ordered on CUDA, so the pending host copy of the last window stays valid.
+            buffer = self._buffer
+            if buffer is None or buffer.device != window[0].device:
+                buffer = self._buffer = torch.empty(self.check_every, dtype=torch.float32, device=window[0].device)
+            segment = buffer if len(window) == len(buffer) else buffer[: len(window)]
+            if window[0].dtype == torch.float32:
                 torch.stack(window, out=segment)
             else:
                 segment.copy_(torch.stack(window))
@@ -272,7 +288,8 @@ class RangeTest:
             device = self._buffer.device if self._buffer is not None else torch.device("cpu")
             segment = torch.tensor([float(v) for v in window], dtype=torch.float32, device=device)
         self._reader.push(self._reducer.average(segment))
-        self._progress.update(self._points(), self.lr, self._reader.rule.smoothed)
+        if self._progress.enabled:
+            self._progress.update(self._points(), self.lr, self._reader.rule.smoothed)
 
     def _end_repeat(self) -> None:
         self._flush()
@@ -298,7 +315,13 @@ class RangeTest:
         """
         if not self._active:
             raise RuntimeError("batches() must be used inside the `with RangeTest(...)` block")
-        one_shot = iter(iterable) is iterable
+        if isinstance(iterable, (str, bytes)) or not (
+            isinstance(iterable, Iterable) or hasattr(iterable, "__getitem__")
+        ):
+            raise TypeError(
+                f"batches() takes an iterable of batches (a DataLoader, a list...), got {type(iterable).__name__}"
+            )
+        one_shot = isinstance(iterable, Iterator)  # not iter(): that would start a DataLoader's workers
         while not self._finished:
             recorded = self._points()
             count = 0

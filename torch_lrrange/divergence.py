@@ -43,17 +43,27 @@ class DivergenceRule:
 
     def update(self, loss: float) -> bool:
         """Take the next loss; True if this point diverged."""
-        self.count += 1
-        if not math.isfinite(loss):
-            return True
-        self._avg = self.beta * self._avg + (1 - self.beta) * loss
-        self.smoothed = self._avg / (1 - self.beta**self.count)
-        if not math.isfinite(self.smoothed):
-            return True
-        if self.smoothed > self._best + (self.threshold - 1) * abs(self._best):
-            return True
-        self._best = min(self._best, self.smoothed)
-        return False
+        return self.update_many((loss,)) is not None
+
+    def update_many(self, losses: list[float] | tuple[float, ...]) -> int | None:
+        """Take losses in order up to the first that diverged; its index in ``losses``, or None."""
+        # One loop over a window with locals: this runs once per host read of a sweep.
+        beta, margin, isfinite = self.beta, self.threshold - 1, math.isfinite
+        count, avg, best, smoothed = self.count, self._avg, self._best, self.smoothed
+        bad = None
+        for i, loss in enumerate(losses):
+            count += 1
+            if not isfinite(loss):
+                bad = i
+                break
+            avg = beta * avg + (1 - beta) * loss
+            smoothed = avg / (1 - beta**count)
+            if not isfinite(smoothed) or smoothed > best + margin * abs(best):
+                bad = i
+                break
+            best = min(best, smoothed)
+        self.count, self._avg, self._best, self.smoothed = count, avg, best, smoothed
+        return bad
 
 
 class WindowReader:
@@ -91,7 +101,9 @@ class WindowReader:
             self._read(host)
 
     def _read(self, window: torch.Tensor) -> None:
-        for value in to_host(window):
-            if self.first_bad is None and self.rule.update(value):
-                self.first_bad = len(self.losses)
-            self.losses.append(value)
+        values = to_host(window)
+        if self.first_bad is None:
+            bad = self.rule.update_many(values)
+            if bad is not None:
+                self.first_bad = len(self.losses) + bad
+        self.losses.extend(values)

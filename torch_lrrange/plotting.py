@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Any
+
+import numpy as np
 
 from ._optional import require
 
 __all__ = ["plot_result"]
 
 
-def plot_result(result: Any, ax: Any = None, path: str | os.PathLike[str] | None = None) -> Any:
+def _limits(raw: np.ndarray, smoothed: np.ndarray) -> tuple[float, float] | None:
+    """y-limits that show the descent in full and cut off the blow-up after the minimum."""
+    finite = smoothed[np.isfinite(smoothed)]
+    if not finite.size:
+        return None
+    raw = raw[np.isfinite(raw)]
+    low = float(finite.min())
+    if raw.size:
+        low = min(low, float(np.percentile(raw, 2)))  # a few noisy dips may fall below
+    high = float(max(finite[0], finite.min()))
+    pad = 0.1 * (high - low or abs(high) or 1.0)
+    return low - pad, high + 3 * pad
+
+
+def plot_result(
+    result: Any,
+    ax: Any = None,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    *,
+    all_ranks: bool = False,
+) -> Any:
     """Loss against LR on a log axis: raw and smoothed curves, suggestion, bounds, divergence.
 
     Draws on ``ax`` (a new figure when None), saves to ``path`` when given
-    (the figure is then closed if this function created it), returns the axes.
+    (under ``torch.distributed``: on rank 0 only, unless ``all_ranks=True``;
+    the figure is then closed if this function created it), returns the axes.
+    ``title`` defaults to a one-line summary of the result.
     """
     matplotlib = require("matplotlib", "plot")
     created = ax is None
@@ -23,38 +49,43 @@ def plot_result(result: Any, ax: Any = None, path: str | os.PathLike[str] | None
             matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(8, 4.8))
     else:
         fig = ax.figure
-    ax.plot(result.lrs, result.losses, color="0.7", lw=1, label="loss (raw)")
-    ax.plot(result.lrs, result.smoothed, color="C0", lw=2, label="loss (smoothed)")
+    lrs = np.asarray(result.lrs, dtype=np.float64)
+    raw = np.asarray(result.losses, dtype=np.float64)
+    smoothed = np.asarray(result.smoothed, dtype=np.float64)
+    ax.plot(lrs, raw, color="0.65", lw=1, label="loss (raw, per step)")
+    ax.plot(lrs, smoothed, color="C0", lw=2, label="loss (smoothed)")
     ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.grid(True, which="major", color="0.9", lw=0.8)
     if result.usable:
-        ax.axvspan(
-            result.min_lr,
-            result.max_lr,
-            color="C2",
-            alpha=0.15,
-            label=f"bounds {result.min_lr:.2g} - {result.max_lr:.2g}",
-        )
-        ax.axvline(result.lr, color="C3", ls="--", label=f"lr {result.lr:.2g} ({result.method})")
+        lo, hi, lr = result.min_lr, result.max_lr, result.lr
+        ax.axvspan(lo, hi, color="C2", alpha=0.15, label=f"bounds: min_lr {lo:.2g}, max_lr {hi:.2g}")
+        ax.axvline(lr, color="C3", ls="--", lw=1.5, label=f"lr {lr:.2g} (method {result.method!r})")
+        if lrs.size:
+            ax.plot([lr], [np.interp(np.log10(lr), np.log10(lrs), smoothed)], "o", color="C3", ms=6)
+        summary = f"suggested lr {lr:.3g}, bounds {lo:.3g} to {hi:.3g}, confidence {result.confidence:.2f}"
     else:
-        ax.set_title("no usable suggestion: " + "; ".join(result.warnings), fontsize=8)
-    if result.diverged and len(result.lrs):
-        ax.axvline(result.lrs[-1], color="k", ls=":", label="diverged")
-    if len(result.losses):
-        import numpy as np
-
-        finite = result.smoothed[np.isfinite(result.smoothed)]
-        if finite.size:
-            low, high = float(finite.min()), float(max(finite[0], finite.min()))
-            pad = 0.1 * (high - low or abs(high) or 1.0)
-            ax.set_ylim(low - pad, high + 3 * pad)
-    ax.legend(fontsize=8)
+        summary = "no usable suggestion"
+    if result.diverged and lrs.size:
+        ax.axvline(lrs[-1], color="k", ls=":", lw=1.5, label=f"diverged after {lrs[-1]:.2g}")
+    limits = _limits(raw, smoothed)
+    if limits is not None:
+        ax.set_ylim(*limits)
+    if title is None:
+        title = "LR range test: " + summary
+        if result.warnings:
+            title += "\n" + textwrap.fill("; ".join(result.warnings), 110)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower left")
     if path is not None:
-        fig.savefig(path, dpi=100, bbox_inches="tight")
+        from .distributed import is_rank_zero
+
+        if all_ranks or is_rank_zero():
+            fig.savefig(path, dpi=110, bbox_inches="tight")
         if created:
             import matplotlib.pyplot as plt
 

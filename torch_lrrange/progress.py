@@ -1,4 +1,9 @@
-"""Sweep progress: tqdm when installed, a plain line otherwise, silent off a terminal."""
+"""Sweep progress: tqdm when installed, a plain line otherwise, silent off a terminal.
+
+:class:`~torch_lrrange.RangeTest` calls :meth:`Progress.update` once per window
+of ``check_every`` points, with values the sweep has already read on the host
+for its divergence test: showing progress never adds a device sync.
+"""
 
 from __future__ import annotations
 
@@ -6,45 +11,91 @@ import math
 import sys
 from typing import Any
 
-__all__ = ["Progress"]
+from ._checks import check_choice
+
+__all__ = ["BACKENDS", "Progress"]
+
+BACKENDS = ("auto", "tqdm", "plain")
+_BAR_WIDTH = 24
 
 
 class Progress:
-    """Shows step, LR and smoothed loss; updated once per host read, never per step.
+    """Shows step, LR and smoothed loss of a sweep.
 
-    ``enabled=None`` shows it only when stderr is a terminal; nothing is shown
-    off rank 0.
+    Args:
+        total: points in the whole sweep (``num_steps * repeats``).
+        enabled: True / False, or None (default) to show it only when ``stream``
+            is a terminal. Nothing is shown off rank 0 (``rank_zero=False``).
+        stream: where to write. Default ``sys.stderr``.
+        backend: ``"tqdm"``, ``"plain"`` (a one-line text bar redrawn in place),
+            or ``"auto"`` (default): tqdm when it is installed, else plain.
     """
 
-    def __init__(self, total: int, enabled: bool | None = None, rank_zero: bool = True, stream: Any = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        enabled: bool | None = None,
+        rank_zero: bool = True,
+        stream: Any = None,
+        backend: str = "auto",
+    ) -> None:
+        backend = check_choice("backend", backend, BACKENDS)
         self.stream = stream if stream is not None else sys.stderr
         if enabled is None:
-            enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = enabled and rank_zero
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty()) if callable(isatty) else False
+        self.enabled = bool(enabled) and rank_zero
         self.total = total
         self.position = 0
         self._bar: Any = None
-        if self.enabled:
+        self._width = 0
+        if self.enabled and backend != "plain":
             try:
                 from tqdm.auto import tqdm
             except ImportError:
-                self._bar = None
+                if backend == "tqdm":
+                    raise ImportError("tqdm is needed for backend='tqdm'; install it with: pip install tqdm") from None
             else:
-                self._bar = tqdm(total=total, desc="LR range test", unit="step", file=self.stream, leave=False)
+                # mininterval=0: updates come once per window of >= 8 optimizer steps, so every one is drawn.
+                self._bar = tqdm(
+                    total=total,
+                    desc="LR range test",
+                    unit="step",
+                    file=self.stream,
+                    leave=False,
+                    dynamic_ncols=True,
+                    mininterval=0,
+                )
+
+    @property
+    def backend(self) -> str | None:
+        """``"tqdm"`` or ``"plain"`` while shown, None when silent."""
+        if not self.enabled:
+            return None
+        return "tqdm" if self._bar is not None else "plain"
 
     def update(self, position: int, lr: float, smoothed: float) -> None:
+        """Show that ``position`` points are done; ``lr`` is the current LR, ``smoothed`` the smoothed loss."""
         if not self.enabled:
             return
-        loss = "nan" if not math.isfinite(smoothed) else f"{smoothed:.4g}"
+        position = max(self.position, min(position, self.total))
+        loss = f"{smoothed:.4g}" if math.isfinite(smoothed) else "nan"
         if self._bar is not None:
-            self._bar.update(position - self.position)
             self._bar.set_postfix_str(f"lr={lr:.3g} loss={loss}", refresh=False)
+            self._bar.update(position - self.position)
         else:
-            self.stream.write(f"\rLR range test {position}/{self.total}  lr={lr:.3g}  loss={loss}")
+            done = round(_BAR_WIDTH * position / self.total) if self.total else _BAR_WIDTH
+            line = (
+                f"LR range test [{'#' * done}{'.' * (_BAR_WIDTH - done)}] "
+                f"{position}/{self.total}  lr={lr:.3g}  loss={loss}"
+            )
+            self.stream.write("\r" + line.ljust(self._width))
             self.stream.flush()
+            self._width = len(line)
         self.position = position
 
     def close(self) -> None:
+        """Remove the bar (tqdm) or end the line (plain); later updates are ignored."""
         if not self.enabled:
             return
         if self._bar is not None:

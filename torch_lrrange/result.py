@@ -106,15 +106,16 @@ class RangeTestResult:
         result.runs = [r.copy() for r in self.runs]
         return result
 
-    def plot(self, ax: Any = None, path: str | os.PathLike[str] | None = None) -> Any:
+    def plot(self, ax: Any = None, path: str | os.PathLike[str] | None = None, *, all_ranks: bool = False) -> Any:
         """Plot loss against LR (log axis) with the suggestion and bounds; needs matplotlib.
 
-        Draws on ``ax`` (a new figure when None), saves to ``path`` when given, and
-        returns the axes.
+        Draws on ``ax`` (a new figure when None), saves to ``path`` when given
+        (under ``torch.distributed``: on rank 0 only, unless ``all_ranks=True``),
+        and returns the axes.
         """
         from .plotting import plot_result
 
-        return plot_result(self, ax=ax, path=path)
+        return plot_result(self, ax=ax, path=path, all_ranks=all_ranks)
 
     # --- plain-data round trip -------------------------------------------------
 
@@ -151,6 +152,8 @@ class RangeTestResult:
         smoothed = _array(data, "smoothed")
         if not (len(lrs) == len(losses) == len(smoothed)):
             raise ValueError("lrs, losses and smoothed must have the same length")
+        if not (np.all(np.isfinite(lrs)) and np.all(lrs > 0) and np.all(np.diff(lrs) > 0)):
+            raise ValueError("saved RangeTestResult field 'lrs' must be finite, > 0 and strictly increasing")
         runs = data.get("runs", [])
         if not isinstance(runs, list):
             raise ValueError("runs must be a list of lists of numbers")
@@ -163,24 +166,33 @@ class RangeTestResult:
             suggested_min_lr=_optional_float(data, "min_lr"),
             suggested_max_lr=_optional_float(data, "max_lr"),
             diverged=_typed(data, "diverged", bool),
-            confidence=float(_typed(data, "confidence", (int, float))),
+            confidence=_confidence(data),
             warnings=[_typed({"warnings": w}, "warnings", str) for w in _typed(data, "warnings", list)],
             runs=[_array({"runs": r}, "runs") for r in runs],
             metadata=_typed(data, "metadata", dict),
         )
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the result to ``path`` as JSON."""
+    def save(self, path: str | os.PathLike[str], *, all_ranks: bool = False) -> bool:
+        """Write the result to ``path`` as JSON; returns whether this process wrote it.
+
+        Under ``torch.distributed`` with several ranks (which all hold the same
+        result) only rank 0 writes, unless ``all_ranks=True``.
+        """
+        from .distributed import is_rank_zero
+
+        if not (all_ranks or is_rank_zero()):
+            return False
         with open(path, "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=1, allow_nan=False)
+        return True
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RangeTestResult:
         """Read a result written by :meth:`save` (plain JSON: nothing is executed)."""
         with open(path, encoding="utf-8") as f:
             try:
-                data = json.load(f)
-            except json.JSONDecodeError as err:
+                data = json.load(f, parse_constant=_reject_constant)
+            except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, NaN/Infinity, absurd nesting
                 raise ValueError(f"{os.fspath(path)} is not valid JSON: {err}") from err
         return cls.from_dict(data)
 
@@ -190,6 +202,10 @@ class RangeTestResult:
         else:
             what = "no suggestion"
         return f"RangeTestResult({what}, points={len(self.lrs)}, diverged={self.diverged}, confidence={self.confidence:.2f}, method={self.method!r})"
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed (save() writes non-finite numbers as null)")
 
 
 def _floats(values: Any) -> list[float | None]:
@@ -202,6 +218,13 @@ def _typed(data: dict[str, Any], key: str, kind: Any) -> Any:
     value = data[key]
     if not isinstance(value, kind) or (kind in ((int, float), float) and isinstance(value, bool)):
         raise ValueError(f"saved RangeTestResult field {key!r} has the wrong type {type(value).__name__}")
+    return value
+
+
+def _confidence(data: dict[str, Any]) -> float:
+    value = float(_typed(data, "confidence", (int, float)))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"saved RangeTestResult field 'confidence' must be between 0 and 1, got {value!r}")
     return value
 
 

@@ -2,29 +2,50 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import copy
+import inspect
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._checks import check_int
+from ._checks import check_int, check_stateful
 from .context import RangeTest
 from .result import RangeTestResult
 
 __all__ = ["range_test", "to_device"]
 
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+
 
 def to_device(batch: Any, device: torch.device | str) -> Any:
-    """``batch`` with every tensor nested in tuples, lists and dicts moved to ``device``."""
+    """``batch`` with every tensor nested in tuples, lists and dicts moved to ``device``.
+
+    Named tuples and dict subclasses keep their type; anything else (dataclasses,
+    custom objects, strings) is returned as it is.
+    """
+    device = torch.device(device)
+    # Non-blocking only towards an accelerator: a non-blocking copy to the host
+    # could be read before it lands.
+    return _moved(batch, device, device.type != "cpu")
+
+
+def _moved(batch: Any, device: torch.device, non_blocking: bool) -> Any:
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
+        return batch.to(device, non_blocking=non_blocking)
     if isinstance(batch, dict):
-        return type(batch)((k, to_device(v, device)) for k, v in batch.items())
+        moved = {k: _moved(v, device, non_blocking) for k, v in batch.items()}
+        if type(batch) is dict:
+            return moved
+        out = copy.copy(batch)  # keeps a subclass's own state (a defaultdict's factory)
+        out.update(moved)
+        return out
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(to_device(v, device) for v in batch))
+        return type(batch)(*(_moved(v, device, non_blocking) for v in batch))
     if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
+        return type(batch)(_moved(v, device, non_blocking) for v in batch)
     return batch
 
 
@@ -32,72 +53,185 @@ def _needs_closure(optimizer: Any) -> bool:
     return isinstance(optimizer, torch.optim.LBFGS)
 
 
+def _passes(loader: Iterable[Any]) -> Iterator[Any]:
+    """The batches of ``loader``, pass after pass (one pass for a one-shot iterator).
+
+    A point may span more batches than one pass holds (accumulation, ``val_every``),
+    so passes are chained here rather than checked one by one in ``RangeTest.batches``.
+    """
+    one_shot = isinstance(loader, Iterator)
+    while True:
+        count = 0
+        for batch in loader:
+            count += 1
+            yield batch
+        if one_shot or count == 0:
+            return
+
+
 def range_test(
     model: nn.Module,
     optimizer: Any,
     loader: Iterable[Any],
-    loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    loss_fn: LossFn,
     *,
     accumulation_steps: int = 1,
     device: torch.device | str | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    val_loader: Iterable[Any] | None = None,
+    val_every: int = 1,
     **options: Any,
 ) -> RangeTestResult:
     """Run an LR range test with a standard training step and return its result.
 
-    Each point is one optimizer step over ``accumulation_steps`` micro-batches;
-    its loss is their mean. ``loss_fn(model, batch)`` returns the scalar loss and
-    receives each batch unchanged (or with its tensors moved to ``device``).
-    LBFGS is stepped with a closure. Everything is restored afterwards.
+    Each optimizer step takes ``accumulation_steps`` micro-batches (their losses
+    divided by ``accumulation_steps`` before ``backward()``). ``loss_fn(model,
+    batch)`` returns the scalar loss and receives each batch unchanged (or with
+    the tensors nested in tuples, lists and dicts moved to ``device``); wrap its
+    forward pass in ``torch.autocast`` for mixed precision. The model is used in
+    the train/eval mode it is in (call ``model.train()`` first). Optimizers that
+    need a closure (LBFGS) are stepped with one that evaluates the step's
+    micro-batches. A model with ``no_sync()`` (DDP) skips the gradient all-reduce
+    for all but the last micro-batch of a step. Everything is restored afterwards,
+    ``scaler`` included.
+
+    What each point records:
+
+    * without ``val_loader``: the training loss of one optimizer step, the mean
+      of its ``accumulation_steps`` micro-batch losses (for LBFGS, the loss the
+      closure returned first, before the step).
+    * with ``val_loader`` (validation-loss mode, as in Smith's original test):
+      each point is ``val_every`` optimizer steps at the point's LR, followed by
+      one pass over ``val_loader`` in eval mode under ``torch.no_grad()`` (the
+      train/eval mode of every submodule is put back after it); the point's loss
+      is the mean of the per-batch validation losses. A sweep of ``num_steps``
+      points then takes ``num_steps * val_every`` optimizer steps.
 
     Args:
         model, optimizer: as for :class:`RangeTest`.
-        loader: an iterable of batches (re-iterated if it runs out).
-        loss_fn: ``loss_fn(model, batch) -> loss``.
+        loader: an iterable of training batches (iterated again when it runs out;
+            a one-shot iterator that runs out ends the sweep early with a warning).
+        loss_fn: ``loss_fn(model, batch) -> loss``, a scalar tensor.
         accumulation_steps: micro-batches per optimizer step, int >= 1. Default 1.
-        device: move tensors in each batch there first. Default None (leave as is).
-        **options: :class:`RangeTest` keywords (start_lr, end_lr, num_steps, ...).
+        device: move the tensors in each batch (training and validation) there
+            first. Default None (batches are passed as they are).
+        scaler: a ``torch.amp.GradScaler`` to scale the loss and step through
+            (``scaler.scale(loss).backward()``, ``scaler.step(optimizer)``,
+            ``scaler.update()``); it is snapshotted and restored. Steps it skips
+            (non-finite gradients) still record their (finite) loss. Default None.
+        val_loader: a fixed, re-iterable validation set; switches to
+            validation-loss mode. Default None (record the training loss).
+        val_every: optimizer steps per point in validation-loss mode, int >= 1. Default 1.
+        **options: :class:`RangeTest` keywords (start_lr, end_lr, num_steps, extra_state, ...).
 
     Example:
         >>> result = range_test(model, opt, loader, lambda m, b: F.cross_entropy(m(b[0]), b[1]))
         >>> result.lr, result.bounds
     """
     accumulation_steps = check_int("accumulation_steps", accumulation_steps, minimum=1)
+    val_every = check_int("val_every", val_every, minimum=1)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
     if device is not None and not isinstance(device, (str, torch.device)):
         raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
-    tester = RangeTest(model, optimizer, **options)
+    if val_loader is not None and (isinstance(val_loader, Iterator) or not isinstance(val_loader, Iterable)):
+        raise TypeError(
+            f"val_loader must be a re-iterable collection of batches (a DataLoader, a list), got {type(val_loader).__name__}"
+        )
+    if isinstance(loader, (str, bytes)) or not (isinstance(loader, Iterable) or hasattr(loader, "__getitem__")):
+        raise TypeError(f"loader must be an iterable of batches (a DataLoader, a list...), got {type(loader).__name__}")
+    if isinstance(device, str):
+        try:
+            torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(f"device must name a torch device ('cpu', 'cuda', 'cuda:1', ...), got {device!r}") from err
+    allowed = [name for name in inspect.signature(RangeTest).parameters if name not in ("model", "optimizer")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(
+            f"range_test() got unknown option(s) {', '.join(unknown)}; the options are {', '.join(allowed)}"
+        )
     closure_mode = _needs_closure(optimizer)
-    with tester as rt:
-        total: torch.Tensor | None = None
-        micro = 0
+    if scaler is not None:
+        check_stateful("scaler", scaler)
+        if closure_mode:
+            raise ValueError(f"scaler cannot be used with {type(optimizer).__name__}, which steps with a closure")
+        extra = tuple(options.get("extra_state", ()))
+        if not any(obj is scaler for obj in extra):
+            options["extra_state"] = (*extra, scaler)
+    tester = RangeTest(model, optimizer, **options)
+
+    def train_step(micro_batches: list[Any]) -> torch.Tensor:
+        """One optimizer step over ``micro_batches``; returns their mean loss."""
+        if closure_mode:
+            return optimizer.step(lambda: _closure_loss(model, optimizer, loss_fn, micro_batches))
         optimizer.zero_grad()
-        for batch in rt.batches(loader):
-            if device is not None:
-                batch = to_device(batch, device)
-            if closure_mode:
-                rt.record(_closure_step(model, optimizer, loss_fn, batch))
+        total: torch.Tensor | None = None
+        last = len(micro_batches) - 1
+        for i, batch in enumerate(micro_batches):
+            # DDP: reduce gradients once per optimizer step, not once per micro-batch.
+            with model.no_sync() if i < last and hasattr(model, "no_sync") else contextlib.nullcontext():
+                loss = loss_fn(model, batch)
+                scaled = loss / accumulation_steps if accumulation_steps > 1 else loss
+                (scaled if scaler is None else scaler.scale(scaled)).backward()
+            loss = loss.detach()
+            total = loss if total is None else total + loss
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+        assert total is not None
+        return total / accumulation_steps if accumulation_steps > 1 else total
+
+    with tester as rt:
+        micro_batches: list[Any] = []
+        steps = 0
+        for batch in rt.batches(_passes(loader)):
+            micro_batches.append(batch if device is None else to_device(batch, device))
+            if len(micro_batches) < accumulation_steps:
                 continue
-            loss = loss_fn(model, batch)
-            (loss / accumulation_steps).backward() if accumulation_steps > 1 else loss.backward()
-            total = loss.detach() if total is None else total + loss.detach()
-            micro += 1
-            if micro == accumulation_steps:
-                optimizer.step()
-                optimizer.zero_grad()
-                rt.record(total / accumulation_steps if accumulation_steps > 1 else total)
-                total, micro = None, 0
+            loss = train_step(micro_batches)
+            micro_batches = []
+            if val_loader is None:
+                rt.record(loss)
+                continue
+            steps += 1
+            if steps == val_every:
+                rt.record(_validation_loss(model, val_loader, loss_fn, device))
+                steps = 0
     assert tester.result is not None
     return tester.result
 
 
-def _closure_step(
-    model: nn.Module, optimizer: Any, loss_fn: Callable[[nn.Module, Any], torch.Tensor], batch: Any
-) -> torch.Tensor:
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
+def _closure_loss(model: nn.Module, optimizer: Any, loss_fn: LossFn, micro_batches: list[Any]) -> torch.Tensor:
+    """The closure of a closure-stepped optimizer: gradients and mean loss over the micro-batches."""
+    optimizer.zero_grad()
+    n = len(micro_batches)
+    total: torch.Tensor | None = None
+    for batch in micro_batches:
         loss = loss_fn(model, batch)
-        loss.backward()
-        return loss
+        (loss / n if n > 1 else loss).backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    assert total is not None
+    return total / n if n > 1 else total
 
-    return optimizer.step(closure)
+
+def _validation_loss(model: nn.Module, val_loader: Iterable[Any], loss_fn: LossFn, device: Any) -> torch.Tensor:
+    """Mean per-batch loss over ``val_loader``, in eval mode and without grad; modes restored."""
+    modes = [(m, m.training) for m in model.modules()]
+    total: torch.Tensor | None = None
+    count = 0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for batch in val_loader:
+                loss = loss_fn(model, batch if device is None else to_device(batch, device)).detach().float()
+                total = loss if total is None else total + loss
+                count += 1
+    finally:
+        for module, training in modes:
+            module.training = training
+    if total is None:
+        raise ValueError("val_loader is empty: it yielded no batch")
+    return total / count

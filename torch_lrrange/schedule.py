@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from ._checks import MODES, check_choice, check_int, check_lr_range, check_optimizer
+from ._checks import MODES, check_choice, check_int, check_lr_range, check_optimizer, check_positive_float
 
 __all__ = ["LRRangeScheduler", "range_lr"]
 
@@ -29,16 +29,25 @@ def range_lr(step: Any, start_lr: float, end_lr: float, num_steps: int, mode: st
     """
     check_choice("mode", mode, MODES)
     num_steps = check_int("num_steps", num_steps, minimum=2)
+    check_positive_float("start_lr", start_lr)  # one sweep: a float, not one per param group
+    check_positive_float("end_lr", end_lr)
     (start_lr,), (end_lr,) = check_lr_range(start_lr, end_lr)
     steps = np.asarray(step)
     if steps.dtype.kind not in "iu" or np.any(steps < 0):
         raise ValueError(f"step must be an int >= 0 or an array of them, got {step!r}")
-    t = np.minimum(steps, num_steps - 1) / (num_steps - 1)
-    if mode == "exp":
-        lrs = start_lr * (end_lr / start_lr) ** t
-    else:
-        lrs = start_lr + (end_lr - start_lr) * t
-    lrs = np.where(t == 0, start_lr, np.where(t == 1, end_lr, lrs))
+    last = num_steps - 1
+    ratio, span = end_lr / start_lr, end_lr - start_lr
+
+    def at(i: int) -> float:
+        # Python floats, one at a time: numpy's vectorised pow may differ by an ulp.
+        if i == 0:
+            return start_lr
+        if i >= last:
+            return end_lr
+        lr = start_lr * ratio ** (i / last) if mode == "exp" else start_lr + span * i / last
+        return min(max(lr, start_lr), end_lr)  # rounding must not step outside a span of a few ulps
+
+    lrs = np.array([at(int(i)) for i in steps.reshape(-1)], dtype=np.float64).reshape(steps.shape)
     return float(lrs) if lrs.ndim == 0 else lrs
 
 
@@ -93,9 +102,6 @@ class LRRangeScheduler(LRScheduler):
         last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
         if last_epoch == -1:
             base = [_as_float(g["lr"]) for g in groups]
-            for group in groups:
-                lr = group["lr"]
-                group.setdefault("initial_lr", lr.clone() if isinstance(lr, torch.Tensor) else lr)
         else:
             missing = [i for i, g in enumerate(groups) if "initial_lr" not in g]
             if missing:
@@ -111,6 +117,10 @@ class LRRangeScheduler(LRScheduler):
             ratios = [b / base[0] for b in base]
             starts = [starts[0] * r for r in ratios]
             ends = [ends[0] * r for r in ratios]  # ratios[0] == 1.0: group 0's endpoints stay exact
+        if last_epoch == -1:  # only once every check passed: a refused call leaves the groups untouched
+            for group in groups:
+                lr = group["lr"]
+                group.setdefault("initial_lr", lr.clone() if isinstance(lr, torch.Tensor) else lr)
         self.optimizer = optimizer
         self.start_lrs = starts
         self.end_lrs = ends
@@ -158,9 +168,24 @@ class LRRangeScheduler(LRScheduler):
         return {k: (list(v) if isinstance(v, list) else v) for k, v in state.items()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state from :meth:`state_dict`; the LR table is rebuilt from it."""
-        self.__dict__.update({k: v for k, v in state_dict.items() if k != "_table"})
-        self._table = _lr_table(self.start_lrs, self.end_lrs, self.num_steps, self.mode)
+        """Load a state from :meth:`state_dict`; the LR table is rebuilt from it.
+
+        The new table is built (and so the state checked) before anything changes.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(
+                f"state_dict must be a dict from LRRangeScheduler.state_dict(), got {type(state_dict).__name__}"
+            )
+        state = {k: v for k, v in state_dict.items() if k != "_table"}
+        merged = {**self.__dict__, **state}
+        if len(merged["start_lrs"]) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"state_dict holds LRs for {len(merged['start_lrs'])} param groups, the optimizer has "
+                f"{len(self.optimizer.param_groups)}"
+            )
+        table = _lr_table(merged["start_lrs"], merged["end_lrs"], merged["num_steps"], merged["mode"])
+        self.__dict__.update(state)
+        self._table = table
 
 
 def _lr_table(starts: list[float], ends: list[float], num_steps: int, mode: str) -> list[tuple[float, ...]]:

@@ -10,13 +10,17 @@ alias is ever kept or handed out.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import random
 import shutil
+import signal
 import tempfile
+import threading
 import weakref
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,11 +46,19 @@ class _Handle:
     device: torch.device
     dtype: torch.dtype
     shape: torch.Size
+    # a DTensor's (mesh, placements, global shape, global stride): fresh copies are rewrapped
+    dtensor: tuple[Any, ...] | None = field(default=None, compare=False)
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor holding this process's data (the local shard of a DTensor)."""
     return tensor.to_local() if type(tensor).__name__ == "DTensor" else tensor
+
+
+def _dtensor_spec(tensor: torch.Tensor) -> tuple[Any, ...] | None:
+    if type(tensor).__name__ != "DTensor":
+        return None
+    return (tensor.device_mesh, tuple(tensor.placements), tensor.shape, tensor.stride())
 
 
 class _Store:
@@ -66,7 +78,7 @@ class _Store:
 
     def put(self, tensor: torch.Tensor) -> _Handle:
         source = _local(tensor.detach())
-        handle = _Handle(len(self._sizes), source.device, source.dtype, source.shape)
+        handle = _Handle(len(self._sizes), source.device, source.dtype, source.shape, _dtensor_spec(tensor))
         self._sizes[handle.key] = -1
         self.nbytes += source.numel() * source.element_size()
         if self.where == "device" or (self.where == "cpu" and source.device.type == "cpu"):
@@ -113,7 +125,9 @@ class _Store:
             value = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             raise SnapshotError(
-                f"disk snapshot file {path} could not be read ({err}); restore stopped part-way"
+                f"disk snapshot file {path} was corrupted and could not be read "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}); restore stopped "
+                "part-way: the model and optimizer are only partly restored"
             ) from err
         if not isinstance(value, torch.Tensor) or value.dtype != handle.dtype or value.shape != handle.shape:
             raise SnapshotError(
@@ -122,11 +136,21 @@ class _Store:
         return value
 
     def fresh(self, handle: _Handle) -> torch.Tensor:
-        """A new tensor with the stored value, on the device it came from."""
+        """A new tensor with the stored value, on the device it came from (a DTensor again if it was one)."""
         value = self.get(handle)
         if value.device != handle.device:
-            return value.to(handle.device, non_blocking=value.is_pinned())
-        return value if self.where == "disk" else value.clone()
+            value = value.to(handle.device, non_blocking=value.is_pinned())
+        elif self.where != "disk":
+            value = value.clone()
+        if handle.dtensor is None:
+            return value
+        try:
+            from torch.distributed.tensor import DTensor
+        except ImportError:  # torch < 2.4
+            from torch.distributed._tensor import DTensor
+
+        mesh, placements, shape, stride = handle.dtensor
+        return DTensor.from_local(value, mesh, placements, run_check=False, shape=shape, stride=stride)
 
     def copy_into(self, handle: _Handle, live: torch.Tensor) -> None:
         target = _local(live.detach())
@@ -164,6 +188,16 @@ def _unpack(store: _Store, value: Any) -> Any:
     if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
         return type(value)(_unpack(store, v) for v in value)
     return copy.deepcopy(value)
+
+
+def _scaler_stages(obj: Any) -> Any:
+    """A GradScaler's per-optimizer stage (unscaled, stepped), which its state_dict() leaves out.
+
+    Without it, a test interrupted between ``scaler.unscale_()`` and ``scaler.update()``
+    would leave the scaler refusing the next ``unscale_()``.
+    """
+    stages = getattr(obj, "_per_optimizer_states", None)
+    return copy.deepcopy(stages) if isinstance(stages, dict) else None
 
 
 def _rng_state() -> dict[str, Any]:
@@ -269,6 +303,7 @@ class Snapshot:
             else:
                 self._opt_state, self._opt_state_dict = None, _pack(store, optimizer.state_dict())
             self._extra = [_pack(store, obj.state_dict()) for obj in extra]
+            self._scaler_stages = [_scaler_stages(obj) for obj in extra]
             self._rng = _rng_state()
             store.flush()
         except BaseException:
@@ -287,18 +322,44 @@ class Snapshot:
         Raises:
             SnapshotError: the snapshot was released, or part of it could not be
                 read back; the message names what was not restored.
+
+        A Ctrl-C (SIGINT) during the restore is held until it is complete, then
+        raised as ``KeyboardInterrupt``: a restore is never cut in half by it.
         """
+        with _sigint_deferred():
+            self._restore()
+
+    def _restore(self) -> None:
         store = self._store
         if store is None:
             raise SnapshotError("this snapshot was released and cannot be restored")
         if store.where == "disk":
             store.check_files(self._handles())
+        if len(self.optimizer.param_groups) < len(self._groups):
+            raise SnapshotError(
+                f"the optimizer has {len(self.optimizer.param_groups)} param groups, the snapshot "
+                f"{len(self._groups)}: a group was removed since; nothing was restored"
+            )
         with torch.no_grad():
             self._restore_model(store)
             self._restore_optimizer(store)
-        for obj, state in zip(self.extra, self._extra):
-            obj.load_state_dict(_unpack(store, state))
         _set_rng_state(self._rng)
+        failed = []
+        for i, (obj, state, stages) in enumerate(zip(self.extra, self._extra, self._scaler_stages)):
+            try:  # user objects may refuse their own state: restore the others, then say which
+                obj.load_state_dict(_unpack(store, state))
+            except Exception as err:
+                failed.append((i, obj, err))
+                continue
+            if stages is not None:
+                obj._per_optimizer_states = copy.deepcopy(stages)
+        if failed:
+            what = "; ".join(
+                f"extra_state[{i}] ({type(obj).__name__}): {type(err).__name__}: {err}" for i, obj, err in failed
+            )
+            raise SnapshotError(
+                f"could not restore {what}; the model, optimizer, RNG states and the other extra_state objects were restored"
+            ) from failed[0][2]
 
     def _handles(self) -> list[_Handle]:
         found: list[_Handle] = []
@@ -360,8 +421,8 @@ class Snapshot:
                     for key, value in saved.items():
                         if isinstance(value, _Handle):
                             store.copy_into(value, current[key])
-                        else:
-                            current[key] = copy.deepcopy(value)
+                        else:  # may nest tensors (LBFGS's old_dirs, al, ...)
+                            current[key] = _unpack(store, value)
                 else:
                     state[param] = _unpack(store, saved)
         else:
@@ -381,6 +442,7 @@ class Snapshot:
                 else:
                     group[key] = _unpack(store, value)
             groups[i] = group
+        del groups[len(self._groups) :]  # groups added since the snapshot (their state is gone above)
 
     def release(self) -> None:
         """Free the copies (and remove a disk snapshot's files). Idempotent."""
@@ -393,6 +455,25 @@ class Snapshot:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold SIGINT until the block ends (main thread, default handler only), then raise KeyboardInterrupt."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def _fits(live: torch.Tensor, handle: _Handle) -> bool:

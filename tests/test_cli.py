@@ -1,0 +1,361 @@
+"""End-to-end tests of ``python -m torch_lrrange`` (demo, run, plot, --help) and its error handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from torch_lrrange import METHODS, RangeTestResult, analyze
+from torch_lrrange.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# A tiny user setup for `run`: a linear regression whose range test has a clean descent.
+SETUP_SOURCE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def loss_fn(model, batch):
+        x, y = batch
+        return nn.functional.mse_loss(model(x), y)
+
+    def make():
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(256, 8, generator=g)
+        y = x @ torch.randn(8, 1, generator=g) + 0.01 * torch.randn(256, 1, generator=g)
+        model = nn.Linear(8, 1)
+        batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 256, 32)]
+        return {
+            "model": model,
+            "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
+            "loader": batches,
+            "loss_fn": loss_fn,
+            "start_lr": 1e-4,
+            "end_lr": 10.0,
+            "num_steps": 40,
+        }
+    """
+)
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The demo sets torch's thread count (for its own process); keep the test process as it was."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _run_cli(*args: str, cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, "-m", "torch_lrrange", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def _printed(stdout: str) -> dict[str, float]:
+    found = dict(re.findall(r"^(lr|min_lr|max_lr)\s+(\S+)", stdout, flags=re.M))
+    return {k: float(v) for k, v in found.items()}
+
+
+def _check_png(path: str | os.PathLike[str]) -> None:
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_SIGNATURE
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] >= 300 and image.shape[1] >= 500
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+def _check_outputs(out: str | os.PathLike[str], stdout: str) -> RangeTestResult:
+    _check_png(os.path.join(out, "lr_range.png"))
+    result = RangeTestResult.load(os.path.join(out, "lr_range.json"))
+    printed = _printed(stdout)
+    if result.usable:
+        for key, value in (("lr", result.lr), ("min_lr", result.min_lr), ("max_lr", result.max_lr)):
+            assert printed[key] == pytest.approx(value, rel=5e-3), key
+    else:
+        assert "no usable suggestion" in stdout
+    return result
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def test_demo_subprocess_writes_png_and_json(tmp_path):
+    out = tmp_path / "out" / "nested"  # created on demand
+    proc = _run_cli("demo", "--out", str(out), "--num-steps", "24", "--start-lr", "1e-4", "--end-lr", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    result = _check_outputs(out, proc.stdout)
+    assert result.usable
+    assert result.metadata["num_steps"] == 24 and result.metadata["start_lr"] == 1e-4
+    assert result.lrs[0] == pytest.approx(1e-4) and len(result.lrs) <= 24
+    assert result.metadata["source"].startswith("demo: LeNet")
+    assert proc.stderr.strip() == ""  # --quiet: no progress bar, and nothing else on stderr
+
+
+@pytest.mark.slow
+def test_demo_train_compares_default_lr_with_found_bounds(tmp_path, capsys):
+    status = main(
+        ["demo", "--out", str(tmp_path), "--num-steps", "24", "--start-lr", "1e-4", "--end-lr", "1",
+         "--train", "--epochs", "1", "--quiet"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status == 0
+    result = _check_outputs(tmp_path, out)
+    rows = re.findall(r"^\s+(constant|OneCycleLR) (\S+) .*validation accuracy\s+([\d.]+)%$", out, flags=re.M)
+    assert [r[0] for r in rows] == ["constant", "constant", "OneCycleLR"]
+    assert float(rows[0][1]) == 1e-3
+    assert float(rows[1][1]) == pytest.approx(result.lr, rel=5e-3)
+    assert float(rows[2][1]) == pytest.approx(result.min_lr, rel=5e-3)
+    for _, _, acc in rows:
+        assert 0.0 <= float(acc) <= 100.0
+
+
+def test_demo_is_deterministic_for_a_seed(tmp_path, capsys):
+    args = ["demo", "--num-steps", "12", "--start-lr", "1e-4", "--end-lr", "1", "--quiet", "--seed", "3"]
+    main([*args, "--out", str(tmp_path / "a")])
+    main([*args, "--out", str(tmp_path / "b")])
+    capsys.readouterr()
+    a = RangeTestResult.load(tmp_path / "a" / "lr_range.json")
+    b = RangeTestResult.load(tmp_path / "b" / "lr_range.json")
+    assert np.array_equal(a.losses, b.losses)
+
+
+def _write_idx(path, data: np.ndarray, code: int) -> None:
+    header = struct.pack(">HBB", 0, code, data.ndim) + b"".join(struct.pack(">I", n) for n in data.shape)
+    with open(path, "wb") as f:
+        f.write(header + data.astype(np.uint8).tobytes())
+
+
+def test_demo_mnist_reads_files_on_disk(tmp_path, capsys):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 96), ("t10k", 32)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 40, (n, 28, 28))
+        images[np.arange(n), labels * 2 + 4, 4:24] = 255  # a learnable stripe per class
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 0x08)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels, 0x08)
+    status = main(
+        ["demo", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path),
+         "--num-steps", "16", "--start-lr", "1e-4", "--end-lr", "1", "--quiet"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert status in (0, 1)
+    assert "mnist (96 training / 32 validation images)" in out
+    _check_outputs(tmp_path, out)
+
+
+def test_demo_mnist_missing_files_says_where(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and "MNIST was not found" in err and "never downloads" in err
+    assert not (tmp_path / "lr_range.json").exists()
+
+
+# --- run ------------------------------------------------------------------------------------
+
+
+def test_run_file_target(tmp_path, capsys):
+    (tmp_path / "my_setup.py").write_text(SETUP_SOURCE)
+    status = main(["run", f"{tmp_path / 'my_setup.py'}:make", "--out", str(tmp_path / "o"), "--quiet"])
+    out = capsys.readouterr().out
+    assert status == 0
+    result = _check_outputs(tmp_path / "o", out)
+    assert result.metadata["num_steps"] == 40 and result.metadata["start_lr"] == 1e-4  # make()'s own options
+    assert result.metadata["source"].endswith("my_setup.py:make")
+
+
+def test_run_module_target_and_cli_overrides(tmp_path, capsys, monkeypatch):
+    pkg = tmp_path / "userpkg_cli_test"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "setups.py").write_text(SETUP_SOURCE)
+    monkeypatch.chdir(tmp_path)  # package.module targets are found from the current folder
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    status = main(["run", "userpkg_cli_test.setups:make", "--num-steps", "24", "--method", "steepest", "--quiet"])
+    out = capsys.readouterr().out
+    assert status == 0
+    result = _check_outputs(tmp_path, out)
+    assert result.metadata["num_steps"] == 24  # the option beats make()'s 40
+    assert result.method == "steepest"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "def make():\n    return [1, 2]\n",
+            "make\\(\\) must return a dict with keys model, optimizer, loader, loss_fn",
+        ),
+        ("def make():\n    return {'model': 1}\n", "lacks 'optimizer', 'loader', 'loss_fn'"),
+        (
+            "def make():\n    return {'model': 1, 'optimizer': 1, 'loader': 1, 'loss_fn': 1, 'lr_start': 1}\n",
+            "unknown keys 'lr_start'.*start_lr",
+        ),
+        ("make = 3\n", "is not callable"),
+        ("", "has no 'make'"),
+    ],
+)
+def test_run_bad_setup_is_a_usage_error(tmp_path, capsys, body, message):
+    (tmp_path / "bad.py").write_text(body)
+    with pytest.raises(SystemExit) as info:
+        main(["run", f"{tmp_path / 'bad.py'}:make", "--out", str(tmp_path)])
+    assert info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("no_colon_here", "expected FILE.py:make or package.module:make"),
+        ("missing_file.py:make", "no such file: 'missing_file.py'"),
+        ("no_such_package_xyz.mod:make", "no module named 'no_such_package_xyz.mod'"),
+    ],
+)
+def test_run_bad_target(tmp_path, capsys, monkeypatch, target, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["run", target])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_errors_in_user_code_propagate(tmp_path):
+    (tmp_path / "boom.py").write_text("def make():\n    raise KeyError('from the user')\n")
+    with pytest.raises(KeyError, match="from the user"):
+        main(["run", f"{tmp_path / 'boom.py'}:make", "--out", str(tmp_path)])
+
+
+# --- plot -----------------------------------------------------------------------------------
+
+
+def _saved_curve(path) -> RangeTestResult:
+    lrs = np.logspace(-5, 0, 80)
+    x = np.log10(lrs)
+    losses = 2 - np.tanh(x + 3) + np.exp(5 * (x + 0.5)) + 0.01 * np.random.default_rng(0).standard_normal(80)
+    result = analyze(lrs, losses, mode="exp")
+    result.save(path)
+    return result
+
+
+def test_plot_reanalyzes_with_method(tmp_path, capsys):
+    saved = _saved_curve(tmp_path / "curve.json")
+    # a method that reads this curve differently from the saved one
+    method = next(
+        m for m in METHODS if m != saved.method and saved.reanalyze(m).lr != pytest.approx(saved.lr, rel=0.01)
+    )
+    assert main(["plot", str(tmp_path / "curve.json"), "--method", method]) == 0
+    out = capsys.readouterr().out
+    _check_png(tmp_path / "curve.png")  # default: the JSON's path with .png
+    assert _printed(out)["lr"] == pytest.approx(saved.reanalyze(method).lr, rel=5e-3)
+    assert f"method {method!r}" in out
+    assert RangeTestResult.load(tmp_path / "curve.json").method == saved.method  # the JSON is left alone
+
+
+def test_plot_out_and_unusable_curve_exits_1(tmp_path, capsys):
+    flat = analyze(np.logspace(-5, 0, 40), np.full(40, 2.0))
+    assert not flat.usable
+    flat.save(tmp_path / "flat.json")
+    status = main(["plot", str(tmp_path / "flat.json"), "--out", str(tmp_path / "pic.png")])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "no usable suggestion" in out and "warning: " in out
+    _check_png(tmp_path / "pic.png")
+
+
+def test_plot_rejects_files_that_are_not_results(tmp_path, capsys):
+    (tmp_path / "other.json").write_text(json.dumps({"lrs": [1, 2]}))
+    (tmp_path / "broken.json").write_text("{not json")
+    for name, message in (("other.json", "not a saved RangeTestResult"), ("missing.json", "cannot read")):
+        with pytest.raises(SystemExit) as info:
+            main(["plot", str(tmp_path / name)])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument JSON" in err and message in err
+    with pytest.raises(SystemExit) as info:
+        main(["plot", str(tmp_path / "broken.json")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        "argument JSON" in err and "broken.json" in err and re.search("not a saved RangeTestResult|not valid JSON", err)
+    )
+
+
+# --- help and bad options -----------------------------------------------------------------------
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("demo", "run", "plot", "FILE.py:make"):
+        assert word in out
+
+
+@pytest.mark.parametrize("command", ["demo", "run", "plot"])
+def test_help_of_each_command(capsys, command):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: torch-lrrange {command}")
+    assert "--method" in out
+
+
+def test_console_script_is_installed():
+    script = shutil.which("torch-lrrange")
+    if script is None:
+        pytest.skip("the torch-lrrange script is not on PATH (package not installed with pip)")
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "demo" in proc.stdout and "plot" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required"),
+        (["demo", "--method", "best"], "argument --method: invalid choice: 'best' (choose from 'default'"),
+        (["demo", "--num-steps", "1"], "argument --num-steps: expected an integer >= 2, got 1"),
+        (["demo", "--num-steps", "ten"], "argument --num-steps: expected an integer >= 2, got 'ten'"),
+        (["demo", "--start-lr", "-1"], "argument --start-lr: expected a finite number > 0, got '-1'"),
+        (["demo", "--end-lr", "nan"], "argument --end-lr: expected a finite number > 0, got 'nan'"),
+        (["demo", "--start-lr", "1", "--end-lr", "0.1"], "--end-lr must be greater than --start-lr"),
+        (["demo", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+        (["demo", "--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
+        (["demo", "--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar' (choose from 'digits', 'mnist')"),
+        (["demo", "--dataset", "mnist"], "mnist needs --data-dir DIR"),
+        (["demo", "--data-dir", "x"], "argument --data-dir: only used with --dataset mnist"),
+        (["plot", "x.json", "--method", "fast"], "argument --method: invalid choice: 'fast'"),
+        (["fly"], "invalid choice: 'fly'"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_option(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "lr_range.json").exists()

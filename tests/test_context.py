@@ -1,0 +1,325 @@
+"""RangeTest: the loop API, restore on every exit path, divergence, batches(), argument checks."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _state import Restored
+
+from torch_lrrange import RangeTest, RangeTestResult, range_lr, range_test
+
+
+def _setup(opt="sgd", lr=0.05):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(32, 3))
+    if opt == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    x = torch.randn(256, 10)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    data = list(zip(x.split(32), y.split(32)))
+    return model, optimizer, data
+
+
+def _sweep(rt, model, optimizer, data, fail_at=None, exc=RuntimeError):
+    for i, (x, y) in enumerate(rt.batches(data)):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        if i == fail_at:
+            raise exc("boom")
+        rt.record(loss)
+
+
+def test_sweep_records_every_point_and_restores_exactly():
+    model, opt, data = _setup()
+    before = Restored(model, opt)
+    with RangeTest(model, opt, start_lr=1e-5, end_lr=1.0, num_steps=40) as rt:
+        lrs_seen = []
+        for x, y in rt.batches(data):
+            lrs_seen.append(opt.param_groups[0]["lr"])
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            rt.record(loss)
+    before.check()
+    result = rt.result
+    assert isinstance(result, RangeTestResult)
+    assert lrs_seen == list(range_lr(np.arange(40), 1e-5, 1.0, 40))
+    assert len(result.losses) == len(result.lrs) <= 40
+    assert np.array_equal(result.lrs, lrs_seen[: len(result.lrs)])
+    assert rt.done
+
+
+def test_recorded_losses_are_the_raw_losses():
+    model, opt, data = _setup()
+    seen = []
+    with RangeTest(model, opt, start_lr=1e-6, end_lr=1e-3, num_steps=20) as rt:
+        for x, y in rt.batches(data):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            seen.append(loss.item())
+            rt.record(loss)
+    assert np.array_equal(rt.result.losses, np.asarray(seen, dtype=np.float32).astype(np.float64))
+    assert not rt.result.diverged
+
+
+def test_float_losses_are_accepted():
+    model, opt, data = _setup()
+    with RangeTest(model, opt, num_steps=10) as rt:
+        for i, _ in enumerate(rt.batches(data)):
+            rt.record(1.0 - 0.01 * i)
+    assert rt.result.losses.tolist() == pytest.approx([1.0 - 0.01 * i for i in range(10)])
+
+
+@pytest.mark.parametrize("where", ["device", "cpu", "disk"])
+@pytest.mark.parametrize("fail_at", [0, 17, 29])
+def test_an_exception_at_any_step_restores_and_propagates(fail_at, where):
+    model, opt, data = _setup()
+    before = Restored(model, opt)
+    rt = RangeTest(model, opt, num_steps=30, snapshot=where)
+    with pytest.raises(RuntimeError, match="boom"), rt:
+        _sweep(rt, model, opt, data, fail_at=fail_at)
+    before.check()
+    assert rt.result is None
+    with RangeTest(model, opt, num_steps=2):  # the optimizer is free again
+        pass
+
+
+def test_keyboard_interrupt_restores_and_propagates_unchanged():
+    model, opt, data = _setup()
+    before = Restored(model, opt)
+    with pytest.raises(KeyboardInterrupt) as info, RangeTest(model, opt, num_steps=30) as rt:
+        _sweep(rt, model, opt, data, fail_at=12, exc=KeyboardInterrupt)
+    assert str(info.value) == "boom"
+    before.check()
+
+
+def test_training_after_the_test_is_bit_identical_to_an_untouched_twin():
+    model, opt, data = _setup("adam", lr=1e-3)
+    twin, twin_opt, _ = _setup("adam", lr=1e-3)
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    with RangeTest(model, opt, num_steps=25, end_lr=1.0) as rt:
+        _sweep(rt, model, opt, data)
+
+    def train(m, o):
+        for x, y in data * 2:  # dropout draws from the restored RNG
+            o.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            o.step()
+
+    train(model, opt)
+    random.setstate(rng[0])
+    np.random.set_state(rng[1])
+    torch.set_rng_state(rng[2])
+    train(twin, twin_opt)
+    for (k, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), k
+    for a, b in zip(opt.state.values(), twin_opt.state.values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tensor_lr_is_swept_in_place_and_restored():
+    model, _, data = _setup()
+    lr = torch.tensor(0.01)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    before = Restored(model, opt)
+    seen = []
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=1e-1, num_steps=12) as rt:
+        for x, y in rt.batches(data):
+            assert opt.param_groups[0]["lr"] is lr
+            seen.append(lr.item())
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            rt.record(torch.tensor(1.0))
+    assert seen == pytest.approx(list(range_lr(np.arange(12), 1e-4, 1e-1, 12)), rel=1e-6)
+    assert opt.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(0.01)
+    before.check()
+
+
+def test_divergence_ends_the_sweep_and_cuts_the_curve():
+    model, opt, data = _setup()
+    with RangeTest(model, opt, num_steps=100) as rt:
+        steps = 0
+        for _ in rt.batches(data):
+            steps += 1
+            rt.record(1.0 if steps < 40 else 1e3)  # explodes at point 39
+    assert rt.result.diverged
+    assert len(rt.result.losses) == 39
+    assert np.all(rt.result.losses == 1.0)
+    assert steps <= 39 + 8  # read back once per 8 points on the CPU
+
+
+def test_nan_loss_ends_the_sweep():
+    model, opt, data = _setup()
+    with RangeTest(model, opt, num_steps=50) as rt:
+        for i, _ in enumerate(rt.batches(data)):
+            rt.record(torch.tensor(float("nan") if i == 20 else 2.0 - i / 100))
+    assert rt.result.diverged and len(rt.result.losses) == 20 and np.all(np.isfinite(rt.result.losses))
+
+
+def test_done_stops_a_loop_that_does_not_use_batches():
+    model, opt, _ = _setup()
+    calls = 0
+    with RangeTest(model, opt, num_steps=20) as rt:
+        while not rt.done:
+            rt.record(torch.tensor(1.0))
+            calls += 1
+    assert calls == 20 and len(rt.result.losses) == 20
+
+
+def test_record_after_the_end_warns_once_and_is_ignored():
+    model, opt, _ = _setup()
+    with RangeTest(model, opt, num_steps=2) as rt:
+        rt.record(1.0)
+        rt.record(1.0)
+        with pytest.warns(UserWarning, match="record\\(\\) called after the sweep ended"):
+            rt.record(1.0)
+        rt.record(1.0)
+    assert len(rt.result.losses) == 2
+
+
+def test_batches_reiterates_a_loader_that_runs_out():
+    model, opt, data = _setup()
+    with RangeTest(model, opt, num_steps=20) as rt:
+        items = []
+        for item in rt.batches(data[:3]):
+            items.append(item)
+            rt.record(1.0)
+    assert len(items) == 20 and items[3] is data[0]
+
+
+def test_batches_passes_any_item_unchanged():
+    model, opt, _ = _setup()
+    batch = {"x": torch.ones(2), "meta": object()}
+    with RangeTest(model, opt, num_steps=3) as rt:
+        for item in rt.batches([batch]):
+            assert item is batch
+            rt.record(1.0)
+
+
+def test_a_one_shot_iterator_that_runs_out_ends_early_with_a_warning():
+    model, opt, data = _setup()
+    before = Restored(model, opt)
+    with (
+        pytest.warns(UserWarning, match="the iterator ran out after 8 of 30 points"),
+        RangeTest(model, opt, num_steps=30) as rt,
+    ):
+        _sweep(rt, model, opt, iter(data))
+    assert len(rt.result.losses) == 8
+    before.check()
+
+
+def test_an_empty_loader_is_a_value_error():
+    model, opt, _ = _setup()
+    before = Restored(model, opt)
+    with pytest.raises(ValueError, match="the loader is empty"), RangeTest(model, opt) as rt:
+        for _ in rt.batches([]):
+            pass
+    before.check()
+
+
+def test_a_pass_without_record_is_an_error_not_an_endless_loop():
+    model, opt, data = _setup()
+    with pytest.raises(RuntimeError, match="recorded no point"), RangeTest(model, opt) as rt:
+        for _ in rt.batches(data):
+            pass
+
+
+def test_a_second_range_test_on_the_same_optimizer_is_refused():
+    model, opt, _ = _setup()
+    with RangeTest(model, opt, num_steps=5):
+        with pytest.raises(RuntimeError, match="already under a running RangeTest"):
+            with RangeTest(model, opt, num_steps=5):
+                pass
+        assert opt.param_groups[0]["lr"] == 1e-7  # the outer test is untouched
+    assert opt.param_groups[0]["lr"] == 0.05
+
+
+def test_record_outside_the_block_and_bad_losses():
+    model, opt, _ = _setup()
+    rt = RangeTest(model, opt)
+    with pytest.raises(RuntimeError, match="inside the `with RangeTest"):
+        rt.record(1.0)
+    with rt:
+        with pytest.raises(
+            ValueError, match=r"loss must be a scalar \(0-dim tensor or float\), got a tensor of shape \(3,\)"
+        ):
+            rt.record(torch.ones(3))
+        with pytest.raises(TypeError, match="loss must be a scalar tensor or a float, got str"):
+            rt.record("1.0")
+
+
+def test_exit_before_the_end_keeps_the_recorded_points():
+    model, opt, data = _setup()
+    with RangeTest(model, opt, num_steps=50) as rt:
+        for i, _ in enumerate(rt.batches(data)):
+            rt.record(2.0 - i / 100)
+            if i == 12:
+                break
+    assert len(rt.result.losses) == 13
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"start_lr": 0}, ValueError, r"start_lr must be a finite real number > 0, got 0.0"),
+        ({"start_lr": float("inf")}, ValueError, r"start_lr must be a finite real number > 0, got inf"),
+        ({"end_lr": 1e-8}, ValueError, r"end_lr must be > start_lr, got start_lr=1e-07 and end_lr=1e-08"),
+        ({"end_lr": float("nan")}, ValueError, r"end_lr must be a finite real number > 0, got nan"),
+        ({"num_steps": 1}, ValueError, r"num_steps must be an int >= 2, got 1"),
+        ({"num_steps": "100"}, TypeError, r"num_steps must be an int >= 2, got str '100'"),
+        ({"mode": "log"}, ValueError, r"mode must be one of 'exp', 'linear', got 'log'"),
+        ({"snapshot": "gpu"}, ValueError, r"snapshot must be one of 'device', 'cpu', 'disk', got 'gpu'"),
+        ({"extra_state": [object()]}, TypeError, r"extra_state\[0\] must have state_dict\(\) and load_state_dict\(\)"),
+        ({"extra_state": "scaler"}, TypeError, r"extra_state must be a tuple or list"),
+        ({"diverge_threshold": 1.0}, ValueError, r"diverge_threshold must be a finite real number > 1, got 1.0"),
+        ({"method": "magic"}, ValueError, r"method must be one of 'default', 'steepest', 'valley', 'minimum'"),
+        ({"repeats": 0}, ValueError, r"repeats must be an int >= 1, got 0"),
+        ({"check_every": 4}, ValueError, r"check_every must be an int >= 8, got 4"),
+        (
+            {"start_lr": [1e-5, 1e-5]},
+            ValueError,
+            r"start_lr must be a float or a list of 1 floats \(one per param group\), got a list of 2",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_touched(kwargs, error, message):
+    model, opt, _ = _setup()
+    before = Restored(model, opt)
+    with pytest.raises(error, match=message):
+        RangeTest(model, opt, **kwargs)
+    before.check()
+
+
+def test_model_and_optimizer_types_are_checked():
+    model, opt, _ = _setup()
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got dict"):
+        RangeTest({}, opt)
+    with pytest.raises(TypeError, match="optimizer must be a torch optimizer or an object with param_groups"):
+        RangeTest(model, model)
+
+
+def test_range_test_function_with_accumulation_records_the_mean_of_micro_batches():
+    model, opt, data = _setup()
+    before = Restored(model, opt)
+    micro = []
+
+    def loss_fn(m, batch):
+        loss = F.cross_entropy(m(batch[0]), batch[1])
+        micro.append(loss.item())
+        return loss
+
+    result = range_test(model, opt, data, loss_fn, accumulation_steps=4, num_steps=10, end_lr=1e-2)
+    before.check()
+    expected = [np.float32(np.float32(sum(np.float32(v) for v in micro[i : i + 4])) / 4) for i in range(0, 40, 4)]
+    assert result.losses == pytest.approx(np.asarray(expected, dtype=np.float64), rel=1e-6)
+    assert len(result.losses) == 10

@@ -1,0 +1,150 @@
+"""Progress display: backends, silence rules, and how RangeTest feeds it (once per window, no extra host reads)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from torch_lrrange import RangeTest, context, divergence
+from torch_lrrange.progress import Progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_backend_draws_one_line_in_place():
+    stream = io.StringIO()
+    bar = Progress(40, enabled=True, stream=stream, backend="plain")
+    assert bar.backend == "plain"
+    bar.update(8, 1e-5, 2.3)
+    bar.update(40, 0.5, float("nan"))
+    bar.close()
+    text = stream.getvalue()
+    first, second = text.split("\r")[1:]
+    assert "8/40" in first and "lr=1e-05" in first and "loss=2.3" in first and "[#####......" in first
+    assert "40/40" in second and "loss=nan" in second and "." not in second.split("]")[0].split("[")[1]
+    assert text.endswith("\n")
+    bar.update(41, 1.0, 1.0)  # ignored after close
+    assert stream.getvalue() == text
+
+
+def test_positions_never_go_back_or_past_total():
+    stream = io.StringIO()
+    bar = Progress(16, enabled=True, stream=stream, backend="plain")
+    bar.update(10, 1.0, 1.0)
+    bar.update(4, 1.0, 1.0)
+    assert bar.position == 10
+    bar.update(99, 1.0, 1.0)
+    assert bar.position == 16
+
+
+def test_tqdm_backend_shows_lr_and_loss():
+    pytest.importorskip("tqdm")
+    stream = _Terminal()
+    bar = Progress(32, enabled=None, stream=stream)  # auto: a terminal, tqdm installed
+    assert bar.backend == "tqdm"
+    bar.update(16, 0.001, 1.25)
+    bar.update(32, 0.01, 1.0)
+    bar.close()
+    text = stream.getvalue()
+    assert "LR range test" in text and "lr=0.01" in text and "loss=1" in text and "32/32" in text
+
+
+def test_plain_fallback_without_tqdm(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tqdm(name, *args, **kwargs):
+        if name.startswith("tqdm"):
+            raise ImportError("no tqdm here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tqdm)
+    assert Progress(8, enabled=True, stream=io.StringIO()).backend == "plain"
+    with pytest.raises(ImportError, match="pip install tqdm"):
+        Progress(8, enabled=True, stream=io.StringIO(), backend="tqdm")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"enabled": None}, "not a terminal"),
+        ({"enabled": False}, "disabled"),
+        ({"enabled": True, "rank_zero": False}, "not rank 0"),
+    ],
+)
+def test_silent_cases(kwargs, why):
+    stream = io.StringIO()
+    bar = Progress(8, stream=stream, **kwargs)
+    bar.update(8, 1.0, 1.0)
+    bar.close()
+    assert bar.backend is None, why
+    assert stream.getvalue() == "", why
+
+
+def test_bad_backend():
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'tqdm', 'plain', got 'fancy'"):
+        Progress(8, backend="fancy")
+
+
+def _sweep(num_steps: int, **options) -> RangeTest:
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1e-1, num_steps=num_steps, **options) as rt:
+        for i in range(num_steps):
+            optimizer.zero_grad()
+            loss = nn.functional.mse_loss(model(x[i % 8 :: 8]), y[i % 8 :: 8])
+            loss.backward()
+            optimizer.step()
+            rt.record(loss)
+    return rt
+
+
+def test_range_test_updates_once_per_window_without_extra_host_reads(monkeypatch):
+    calls: list[tuple[int, float, float]] = []
+    reads: list[int] = []
+
+    class Recording(Progress):
+        def update(self, position, lr, smoothed):
+            calls.append((position, lr, smoothed))
+            super().update(position, lr, smoothed)
+
+    real_to_host = divergence.to_host
+
+    def counting_to_host(tensor):
+        reads.append(tensor.numel())
+        return real_to_host(tensor)
+
+    monkeypatch.setattr(context, "Progress", Recording)
+    monkeypatch.setattr(divergence, "to_host", counting_to_host)
+    rt = _sweep(40, check_every=8, progress=False)
+    assert rt.result is not None and len(rt.result.losses) == 40
+    positions = [c[0] for c in calls]
+    assert positions == sorted(positions) and positions[-1] == 40
+    assert len(calls) <= 40 // 8 + 1  # one per window (plus the end), never one per step
+    assert len(reads) <= 40 // 8 + 1 and sum(reads) == 40  # the values shown are the ones read anyway
+    lrs = [c[1] for c in calls]
+    assert lrs == sorted(lrs) and 1e-4 <= lrs[0] and lrs[-1] <= 1e-1 * (1 + 1e-9)
+
+
+def test_library_logs_and_never_prints(capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="torch_lrrange"):
+        rt = _sweep(16, progress=False)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    assert any("range test done" in r.getMessage() for r in caplog.records)
+    assert rt.result is not None
+
+
+def test_progress_true_draws_on_stderr(capsys):
+    _sweep(16, check_every=8, progress=True)
+    err = capsys.readouterr().err
+    assert "LR range test" in err and "16/16" in err

@@ -1,0 +1,119 @@
+"""``repeats=``: several sweeps from the same snapshot, averaged; everything restored after."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _state import Restored
+from torch import nn
+
+from torch_lrrange import RangeTest, analyze, range_test
+
+
+def make(dropout: float = 0.0):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    # a step before the test, so the optimizer has momentum state to restore
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    return model, opt
+
+
+def batches(count: int = 5, size: int = 16):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(size, 6, generator=g), torch.randint(0, 3, (size,), generator=g)) for _ in range(count)]
+
+
+def loss_fn(model, batch):
+    return F.cross_entropy(model(batch[0]), batch[1])
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_each_repeat_starts_from_the_same_snapshot(dropout):
+    # one batch, the same LRs: runs from the same weights, optimizer state and RNG are identical
+    model, opt = make(dropout)
+    before = Restored(model, opt)
+    result = range_test(model, opt, batches(1), loss_fn, start_lr=1e-4, end_lr=1.0, num_steps=20, repeats=3)
+    assert len(result.runs) == 3
+    for run in result.runs[1:]:
+        np.testing.assert_array_equal(run, result.runs[0])
+    before.check()
+    # and the same as a single sweep from that state
+    single = range_test(model, opt, batches(1), loss_fn, start_lr=1e-4, end_lr=1.0, num_steps=20)
+    np.testing.assert_array_equal(single.losses, result.runs[0])
+    assert single.runs == []
+
+
+def test_each_repeat_first_loss_is_the_snapshot_model_on_its_batch():
+    # the loader continues across repeats (new batches average the noise), the weights do not
+    model, opt = make()
+    data = batches(7)
+    with torch.no_grad():
+        start_losses = [float(loss_fn(model, b)) for b in data]
+    seen = []
+
+    def recording_loss(m, b):
+        seen.append(b)
+        return loss_fn(m, b)
+
+    result = range_test(model, opt, data, recording_loss, start_lr=1e-4, end_lr=1.0, num_steps=10, repeats=3)
+    for i, run in enumerate(result.runs):
+        first = next(j for j, b in enumerate(data) if b is seen[10 * i])
+        assert run[0] == pytest.approx(start_losses[first], rel=1e-6)
+    assert len({id(seen[10 * i]) for i in range(3)}) == 3  # different batches per repeat
+
+
+def test_losses_are_the_mean_of_the_runs_and_analysed_as_such():
+    model, opt = make()
+    before = Restored(model, opt)
+    result = range_test(model, opt, batches(5), loss_fn, start_lr=1e-4, end_lr=1.0, num_steps=24, repeats=4)
+    runs = np.stack(result.runs)
+    assert runs.shape == (4, len(result.lrs))
+    assert not np.array_equal(runs[0], runs[1])  # different batches: different noise
+    np.testing.assert_allclose(result.losses, runs.mean(axis=0), rtol=0, atol=1e-12)
+    again = analyze(result.lrs, runs.mean(axis=0))
+    assert (again.suggested_lr, again.suggested_max_lr) == (result.suggested_lr, result.suggested_max_lr)
+    assert result.metadata["repeats"] == 4
+    before.check()
+
+
+def test_a_diverging_repeat_cuts_the_mean_to_the_shortest_run():
+    model, opt = make()
+    before = Restored(model, opt)
+    losses = iter([1.0] * 16 + [1.0] * 8 + [float("nan")] * 8 + [1.0] * 16)
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=16, repeats=3) as rt:
+        while not rt.done:
+            rt.record(next(losses))
+    result = rt.result
+    assert [len(r) for r in result.runs] == [16, 8, 16]
+    assert len(result.losses) == len(result.lrs) == 8 and result.diverged
+    np.testing.assert_array_equal(result.losses, np.mean([r[:8] for r in result.runs], axis=0))
+    before.check()
+
+
+def test_repeats_restore_exactly_after_an_exception_mid_repeat():
+    model, opt = make(0.5)
+    before = Restored(model, opt)
+    data = batches(3)
+    with pytest.raises(KeyboardInterrupt), RangeTest(model, opt, num_steps=10, repeats=3) as rt:
+        for step, batch in enumerate(rt.batches(data)):
+            opt.zero_grad()
+            loss = loss_fn(model, batch)
+            loss.backward()
+            opt.step()
+            rt.record(loss)
+            if step == 14:  # inside the second repeat
+                raise KeyboardInterrupt
+    assert rt.result is None
+    before.check()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_repeats_must_be_a_positive_int(bad):
+    model, opt = make()
+    with pytest.raises((TypeError, ValueError), match="repeats"):
+        RangeTest(model, opt, repeats=bad)

@@ -1,0 +1,116 @@
+"""RangeTestResult: plain data, JSON round trip, schedulers from the bounds, clear errors."""
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from torch_lrrange import RangeTestResult, UnusableCurveError, analyze
+
+
+def _curve(n=100):
+    lrs = np.logspace(-6, 1, n)
+    x = np.log10(lrs)
+    losses = 2.3 - 1.5 / (1 + np.exp(-3 * (x + 2.5))) + np.exp(4 * (x - 0.3))
+    return lrs, losses + 0.005 * np.random.default_rng(0).standard_normal(n)
+
+
+def test_bounds_are_ordered_inside_the_sweep_and_below_the_minimum():
+    lrs, losses = _curve()
+    result = analyze(lrs, losses)
+    assert lrs[0] <= result.min_lr <= result.lr <= result.max_lr <= lrs[-1]
+    assert result.max_lr < lrs[np.argmin(result.smoothed)] or result.max_lr == lrs[np.argmin(result.smoothed)]
+    assert result.bounds == (result.min_lr, result.max_lr)
+    assert np.array_equal(result.losses[: len(result.lrs)], losses[: len(result.lrs)])
+
+
+def test_json_round_trip_keeps_everything(tmp_path):
+    lrs, losses = _curve()
+    result = analyze(lrs, losses, start_lr=1e-6, end_lr=10.0, mode="exp")
+    result.runs = [losses.copy(), losses.copy()]
+    path = tmp_path / "r.json"
+    result.save(path)
+    loaded = RangeTestResult.load(path)
+    for name in ("lrs", "losses", "smoothed"):
+        assert np.array_equal(getattr(loaded, name), getattr(result, name))
+    assert [np.array_equal(a, b) for a, b in zip(loaded.runs, result.runs)] == [True, True]
+    assert (loaded.lr, loaded.min_lr, loaded.max_lr) == (result.lr, result.min_lr, result.max_lr)
+    assert (loaded.diverged, loaded.confidence, loaded.warnings, loaded.method) == (
+        result.diverged,
+        result.confidence,
+        result.warnings,
+        result.method,
+    )
+    assert loaded.metadata == result.metadata
+    json.loads(path.read_text())  # strict JSON: no NaN tokens
+
+
+def test_schedulers_from_the_bounds():
+    lrs, losses = _curve()
+    result = analyze(lrs, losses)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    cyclic = result.cyclic_lr(opt, step_size_up=10)
+    assert isinstance(cyclic, torch.optim.lr_scheduler.CyclicLR)
+    assert cyclic.base_lrs == [result.min_lr] and cyclic.max_lrs == [result.max_lr]
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    one = result.one_cycle_lr(opt2, total_steps=100)
+    assert isinstance(one, torch.optim.lr_scheduler.OneCycleLR) and one.total_steps == 100
+    assert opt2.param_groups[0]["max_lr"] == result.max_lr
+
+
+def test_an_unusable_curve_gives_no_number():
+    lrs = np.logspace(-6, 1, 50)
+    result = analyze(lrs, np.ones(50))
+    assert not result.usable and result.warnings and result.confidence == 0.0
+    with pytest.raises(UnusableCurveError, match="this curve gives no lr"):
+        _ = result.lr
+    with pytest.raises(UnusableCurveError, match="no min_lr"):
+        _ = result.bounds
+    assert isinstance(UnusableCurveError("x"), ValueError)
+    assert "no suggestion" in repr(result)
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch):
+    lrs, losses = _curve()
+    result = analyze(lrs, losses)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"pip install 'torch_lrrange\[plot\]'"):
+        result.plot()
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    lrs, losses = _curve()
+    path = tmp_path / "p.png"
+    analyze(lrs, losses).plot(path=path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "not a saved RangeTestResult"),
+        ('{"format": "torch_lrrange.RangeTestResult", "version": 99}', "unsupported RangeTestResult version 99"),
+        ('{"format": "torch_lrrange.RangeTestResult", "version": 1}', "lacks 'lrs'"),
+        ("{not json", "is not valid JSON"),
+    ],
+)
+def test_load_validates_what_it_reads(tmp_path, text, message):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        RangeTestResult.load(path)
+
+
+def test_load_rejects_wrong_field_types(tmp_path):
+    lrs, losses = _curve()
+    data = analyze(lrs, losses).to_dict()
+    data["losses"] = ["a"] * len(data["losses"])
+    with pytest.raises(ValueError, match="'losses' must be a list of numbers"):
+        RangeTestResult.from_dict(data)
+    data = analyze(lrs, losses).to_dict()
+    data["lr"] = -1
+    with pytest.raises(ValueError, match="'lr' must be a number > 0 or null"):
+        RangeTestResult.from_dict(data)

@@ -1,0 +1,8 @@
+"""``python -m torch_lrrange``: see :mod:`torch_lrrange.cli`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
