@@ -218,3 +218,16 @@ def _linear_and_sgd():
 def test_bad_arguments(make_args, kwargs, error, message):
     with pytest.raises(error, match=message):
         Snapshot.take(*make_args(*_linear_and_sgd()), **kwargs)
+
+
+def test_a_model_tensor_that_changed_shape_is_refused_before_anything_is_written():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snap = Snapshot.take(model, opt)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model[1].bias = torch.nn.Parameter(torch.zeros(5))
+    changed = model[0].weight.detach().clone()
+    with pytest.raises(SnapshotError, match=r"model tensors changed shape since the snapshot \(\['1.bias'\]\); nothing was restored"):
+        snap.restore()
+    assert torch.equal(model[0].weight, changed)

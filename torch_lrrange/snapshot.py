@@ -386,12 +386,21 @@ class Snapshot:
             raise SnapshotError(
                 f"the model's state_dict keys changed since the snapshot ({changed[:5]}); it was not restored"
             )
-        other = {}
-        for key, saved in self._model_state.items():
-            if isinstance(saved, _Handle) and isinstance(live[key], torch.Tensor):
-                store.copy_into(saved, live[key])
-            else:
-                other[key] = _unpack(store, saved)
+        tensors = {
+            k: h for k, h in self._model_state.items() if isinstance(h, _Handle) and isinstance(live[k], torch.Tensor)
+        }
+        # Metadata only, before any write: a tensor that changed shape leaves the model untouched.
+        reshaped = [k for k, h in tensors.items() if _local(live[k].detach()).shape != h.shape]
+        if reshaped:
+            raise SnapshotError(
+                f"model tensors changed shape since the snapshot ({reshaped[:5]}); nothing was restored"
+            )
+        for key, handle in tensors.items():
+            try:
+                store.copy_into(handle, live[key])
+            except SnapshotError as err:
+                raise SnapshotError(f"model state {key!r} could not be restored: {err}") from err
+        other = {k: _unpack(store, v) for k, v in self._model_state.items() if k not in tensors}
         if other:
             self.model.load_state_dict(other, strict=False)
         buffers = dict(self.model.named_buffers())
