@@ -148,11 +148,8 @@ def divergence_index(losses: Any, threshold: float = DIVERGE_THRESHOLD, beta: fl
     or a bias-corrected EMA above ``threshold`` times the best EMA so far.
     """
     values = np.asarray(losses, dtype=np.float64).reshape(-1)
-    rule = DivergenceRule(threshold, beta)
-    for i, x in enumerate(values.tolist()):
-        if rule.update(x):
-            return i
-    return len(values)
+    first_bad = DivergenceRule(threshold, beta).update_many(values.tolist())
+    return len(values) if first_bad is None else first_bad
 
 
 @dataclass
@@ -389,7 +386,7 @@ def analyze(
     x = np.asarray(lrs, dtype=np.float64).reshape(-1)
     y = np.asarray(losses, dtype=np.float64).reshape(-1)
     n = divergence_index(y, diverge_threshold)
-    suggestion = suggest(x, y, method, threshold=diverge_threshold, diverged=bool(diverged))
+    suggestion = suggest(x[:n], y[:n], method, threshold=diverge_threshold, diverged=bool(diverged) or n < len(y))
     return RangeTestResult(
         lrs=x[:n],
         losses=y[:n],
