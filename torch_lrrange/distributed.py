@@ -67,10 +67,6 @@ class LossReducer:
         self.rank, self.world_size = world(process_group)
         self.calls = 0  # collectives issued (benchmarks and tests read it)
 
-    @property
-    def is_rank_zero(self) -> bool:
-        return self.rank == 0
-
     def average(self, window: torch.Tensor) -> torch.Tensor:
         """The mean of ``window`` over ranks, written into ``window`` (one ``all_reduce``).
 
