@@ -228,6 +228,8 @@ def test_a_model_tensor_that_changed_shape_is_refused_before_anything_is_written
         model[0].weight.add_(1.0)
     model[1].bias = torch.nn.Parameter(torch.zeros(5))
     changed = model[0].weight.detach().clone()
-    with pytest.raises(SnapshotError, match=r"model tensors changed shape since the snapshot \(\['1.bias'\]\); nothing was restored"):
+    with pytest.raises(
+        SnapshotError, match=r"model tensors changed shape since the snapshot \(\['1.bias'\]\); nothing was restored"
+    ):
         snap.restore()
     assert torch.equal(model[0].weight, changed)
