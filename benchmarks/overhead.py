@@ -10,27 +10,39 @@ batches through the same ``DataLoader``) as:
 - ``torch-lr-finder``: ``LRFinder(...).range_test(...)`` then ``reset()``;
 - ``lightning``: ``Tuner(trainer).lr_find(...)`` (Trainer built outside the timer).
 
-Each timed run covers the whole test: snapshot, N steps, restore and (for the
-libraries that do it) the analysis. The methods run interleaved, in a rotating
-order, ``--repeats`` rounds after one warm-up round; the table gives the median
-time, min–max, and the median over rounds of each run's ratio to that round's
-``bare`` run (pairing cancels slow drifts in machine load), and the ratio of each
-method's fastest run to the fastest bare run (the least disturbed runs). On CPU the clock is
-this process's CPU time (``time.process_time``), which other processes on a
-shared machine disturb far less than wall time; on CUDA it is wall time with
-the device synchronised (``--clock`` overrides). The LR range is kept
-low enough (1e-6 to 1e-3) that no sweep stops early, and every run is checked
-to have taken N steps. Then: the bytes each snapshot mode holds against the
-size of model + gradients + optimizer state (and the peak resident memory a
-take + restore adds), and the host-sync calls the library makes per step.
+Each timed run covers the whole test: snapshot, N steps, restore and (for the libraries
+that do it) the analysis; its setup (a fresh optimizer from the same initial state,
+Lightning's Trainer) and a ``gc.collect()`` happen just before it, outside the timer,
+the same for every method. After one untimed warm-up run of each method, the objects
+alive then (the imports', the models') are frozen out of the collector
+(``gc.freeze()``), so that collection costs microseconds, not the ~0.2 s a full pass
+over them takes, and no timed run pays for one. Then ``--repeats`` rounds each run every
+method in a rotating order, and every run of a method is paired with a bare run right
+next to it: bare then method on odd rounds, method then bare on even ones (so neither
+the first nor the second place of a pair is favoured over the rounds). A method's ratio
+is the median over rounds of (its run / the bare run of its pair), shown with the
+interquartile range of those ratios; adjacent pairs see nearly the same machine load, so
+the slow drifts of a shared machine mostly cancel. The ``bare`` row is the null pair:
+bare paired with a second bare run by the same rule, so its ratio (ideally 1.000x) and
+IQR show how much spread the measurement alone gives; its median and min–max time are
+over all bare runs of the model (every pair's). The table also gives each method's
+median time and min–max, and the ratio of its fastest run to the fastest bare run (the
+least disturbed runs). On CPU the clock is this process's CPU time
+(``time.process_time``), which other processes on a shared machine disturb far less than
+wall time; on CUDA it is wall time with the device synchronised (``--clock`` overrides).
+The LR range is kept low enough (1e-6 to 1e-3) that no sweep stops early, and every run
+is checked to have taken N steps. Then: the bytes each snapshot mode holds against the
+size of model + gradients + optimizer state (and the peak resident memory a take +
+restore adds), and the host-sync calls the library makes per step.
 
-Run: ``python benchmarks/overhead.py`` (a few minutes on 2 cores; ``--quick`` for a smoke run).
+Run: ``python benchmarks/overhead.py`` (4–5 minutes on 2 cores; ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import logging
 import statistics
@@ -38,7 +50,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -61,11 +73,11 @@ def _resnet18() -> nn.Module:
     return torchvision.models.resnet18(num_classes=10)
 
 
-# name: (model factory, input shape, batch size, steps, repeats)
+# name: (model factory, input shape, batch size, steps, rounds); an even count of rounds puts bare first in half
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int, int, int]] = {
-    "mlp": (lambda: nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)), (32,), 64, 400, 15),
-    "lenet": (LeNet, (1, 28, 28), 32, 64, 11),
-    "resnet18": (_resnet18, (3, 32, 32), 16, 16, 5),
+    "mlp": (lambda: nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)), (32,), 64, 400, 16),
+    "lenet": (LeNet, (1, 28, 28), 32, 64, 12),
+    "resnet18": (_resnet18, (3, 32, 32), 16, 16, 4),
 }
 
 
@@ -200,43 +212,79 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_methods(bench: Bench, repeats: int) -> dict[str, list[float]]:
-    """Wall seconds of each method, interleaved in a rotating order; round 0 is a warm-up."""
+class Timings(NamedTuple):
+    """One model's timed rounds: each method's run times, and its ratios to the bare run it was paired with."""
+
+    times: dict[str, list[float]]  # "bare": every bare run of every pair
+    ratios: dict[str, list[float]]  # per round: method run / its adjacent bare run
+    rounds: int
+
+
+def _timed(bench: Bench, name: str, prepare: Callable[[], Callable[[], int]]) -> float:
+    """One timed run of a method: set up and collect garbage outside the timer, check the steps taken."""
+    run = prepare()
+    gc.collect()
+    _synchronize(bench.device)
+    start = _clock()
+    with _quiet():
+        steps = run()
+    _synchronize(bench.device)
+    elapsed = _clock() - start
+    if steps != bench.steps:
+        raise RuntimeError(f"{name} on {bench.name} took {steps} steps, not {bench.steps}")
+    return elapsed
+
+
+def time_methods(bench: Bench, repeats: int) -> Timings:
+    """Each method paired with a bare run next to it, in a rotating order; one unpaired warm-up round first.
+
+    Within a round every pair has the same order, bare first on odd rounds and the method first on even
+    ones. ``bare`` is paired with a second bare run (the null pair: its ratios show the spread of the
+    measurement itself).
+    """
     root = tempfile.mkdtemp(prefix="lrrange_bench_")
-    methods: dict[str, Callable[[], int]] = {
-        "bare": lambda: bench.bare(bench.fresh_optimizer()),
-        "RangeTest": lambda: bench.range_test_context(bench.fresh_optimizer()),
-        "range_test()": lambda: bench.range_test_call(bench.fresh_optimizer()),
+
+    def plain(method: Callable[[torch.optim.Optimizer], int]) -> Callable[[], Callable[[], int]]:
+        def prepare() -> Callable[[], int]:
+            optimizer = bench.fresh_optimizer()
+            return lambda: method(optimizer)
+
+        return prepare
+
+    def lightning() -> Callable[[], int]:  # the Trainer is built outside the timer
+        trainer = _lightning_trainer(root, bench.device)
+        optimizer = bench.fresh_optimizer()
+        return lambda: bench.lightning(optimizer, trainer)
+
+    methods: dict[str, Callable[[], Callable[[], int]]] = {
+        "bare": plain(bench.bare),
+        "RangeTest": plain(bench.range_test_context),
+        "range_test()": plain(bench.range_test_call),
     }
     if _available("torch_lr_finder"):
-        methods["torch-lr-finder"] = lambda: bench.lr_finder(bench.fresh_optimizer())
+        methods["torch-lr-finder"] = plain(bench.lr_finder)
     if _available("pytorch_lightning"):
-        methods["lightning"] = None  # type: ignore[assignment]  # needs a Trainer built outside the timer
-    times: dict[str, list[float]] = {name: [] for name in methods}
+        methods["lightning"] = lightning
     names = list(methods)
-    for rnd in range(repeats + 1):
-        order = names[rnd % len(names) :] + names[: rnd % len(names)]
-        for name in order:
-            if name == "lightning":
-                trainer = _lightning_trainer(root, bench.device)
-                optimizer = bench.fresh_optimizer()
-
-                def run(trainer: Any = trainer, optimizer: Any = optimizer) -> int:
-                    return bench.lightning(optimizer, trainer)
-
-            else:
-                run = methods[name]
-            _synchronize(bench.device)
-            start = _clock()
-            with _quiet():
-                steps = run()
-            _synchronize(bench.device)
-            elapsed = _clock() - start
-            if steps != bench.steps:
-                raise RuntimeError(f"{name} on {bench.name} took {steps} steps, not {bench.steps}")
-            if rnd:
-                times[name].append(elapsed)
-    return times
+    times: dict[str, list[float]] = {name: [] for name in names}
+    ratios: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm-up: every method once, untimed
+        _timed(bench, name, methods[name])
+    gc.collect()
+    gc.freeze()  # the imports' and the warm-up's long-lived objects: later collections skip them
+    try:
+        for rnd in range(1, repeats + 1):
+            shift = rnd % len(names)
+            for name in names[shift:] + names[:shift]:
+                slots = ("bare", name) if rnd % 2 else (name, "bare")
+                first, second = (_timed(bench, slot, methods[slot]) for slot in slots)
+                bare_t, method_t = (first, second) if rnd % 2 else (second, first)
+                times["bare"].append(bare_t)
+                times[name].append(method_t)  # for "bare": the second bare run of the null pair
+                ratios[name].append(method_t / bare_t)
+    finally:
+        gc.unfreeze()
+    return Timings(times, ratios, repeats)
 
 
 @contextlib.contextmanager
@@ -301,15 +349,18 @@ def library_costs(bench: Bench) -> tuple[float, int, int, float, float, float]:
 
     Returns (host-sync calls per step inside record(), such calls in enter + exit,
     divergence.to_host reads, seconds in enter, mean seconds per record() call,
-    seconds in exit). The timed sweep runs without the counting mode, which slows every torch call.
+    seconds in exit). The counted sweep takes the accelerator's read path (one staged
+    tensor per window) also on CPU, where windows are otherwise read straight from host
+    memory (value by value: calls that wait for nothing there). The timed sweep runs
+    the default path without the counting mode, which slows every torch call.
     """
     to_host_calls = 0
     original = divergence.to_host
 
-    def counting(tensor: torch.Tensor) -> list[float]:
+    def counting(window: Any) -> list[float]:
         nonlocal to_host_calls
         to_host_calls += 1
-        return original(tensor)
+        return original(window)
 
     def sweep(in_steps: Any, outside: Any) -> tuple[float, float, float]:
         optimizer = bench.fresh_optimizer()
@@ -334,12 +385,22 @@ def library_costs(bench: Bench) -> tuple[float, int, int, float, float, float]:
 
     in_steps, outside = SyncCounter(), SyncCounter()
     divergence.to_host = counting
+    RangeTest._read_cpu_directly = False
     try:
         sweep(in_steps, outside)
     finally:
         divergence.to_host = original
+        RangeTest._read_cpu_directly = True
     timed = sweep(contextlib.nullcontext(), contextlib.nullcontext())
     return (in_steps.total / bench.steps, outside.total, to_host_calls, *timed)
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile); with one value, that value three times."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
 
 
 def _fmt_mib(n: int) -> str:
@@ -375,21 +436,38 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         repeats = args.repeats or (2 if args.quick else MODELS[name][4])
         bench = Bench(name, device, steps=16 if args.quick else None)
-        times = time_methods(bench, repeats)
-        base = statistics.median(times["bare"])
-        for method, ts in times.items():
-            paired = statistics.median(t / b for t, b in zip(ts, times["bare"]))
-            fastest = min(ts) / min(times["bare"])
-            table.append((name, bench.steps, method, statistics.median(ts), min(ts), max(ts), paired, fastest, len(ts)))
+        timings = time_methods(bench, repeats)
+        bare = timings.times["bare"]
+        base = statistics.median(bare)
+        for method, ts in timings.times.items():
+            q1, ratio, q3 = _quartiles(timings.ratios[method])
+            fastest = min(ts) / min(bare)
+            table.append(
+                (
+                    name,
+                    bench.steps,
+                    method,
+                    statistics.median(ts),
+                    min(ts),
+                    max(ts),
+                    ratio,
+                    q1,
+                    q3,
+                    fastest,
+                    timings.rounds,
+                )
+            )
         extras.append((bench, snapshot_memory(bench), library_costs(bench), base))
 
     print(
-        "| model | steps | method | median ms | min–max ms | ratio to bare (median of paired rounds) | fastest / fastest bare | rounds |"
+        "| model | steps | method | median ms | min–max ms | ratio to adjacent bare run: median (IQR) "
+        "| fastest / fastest bare | rounds |"
     )
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, steps, method, med, lo, hi, ratio, fastest, runs in table:
+    for name, steps, method, med, lo, hi, ratio, q1, q3, fastest, rounds in table:
         print(
-            f"| {name} | {steps} | {method} | {med * 1e3:.1f} | {lo * 1e3:.1f}–{hi * 1e3:.1f} | {ratio:.3f}x | {fastest:.3f}x | {runs} |"
+            f"| {name} | {steps} | {method} | {med * 1e3:.1f} | {lo * 1e3:.1f}–{hi * 1e3:.1f} "
+            f"| {ratio:.3f}x ({q1:.3f}–{q3:.3f}) | {fastest:.3f}x | {rounds} |"
         )
 
     print(
@@ -403,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     print(
-        "\n| model | steps | host-sync calls per step in record() | in enter + exit | to_host reads "
+        "\n| model | steps | host-sync calls per step in record() (accelerator path) | in enter + exit | to_host reads "
         "| record() µs/step | enter + exit ms | library time / bare loop |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torch_lrrange import METHODS, RangeTestResult, UnusableCurveError, analyze
 from torch_lrrange.analysis import (
     MIN_POINTS,
+    _savgol_interp,
     bounds,
     descent,
     divergence_index,
@@ -32,6 +33,15 @@ def curve(n=100, lo=-6.0, hi=0.0, center=-3.0, width=0.6, blow=-0.7, noise=0.0, 
 
 
 # --- building blocks -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n,window,polyorder", [(5, 5, 2), (20, 5, 2), (100, 15, 2), (400, 61, 2), (101, 31, 3)])
+def test_savgol_interp_matches_scipy(n, window, polyorder):
+    from scipy.signal import savgol_filter
+
+    y = np.random.default_rng(n).normal(size=n).cumsum()
+    expected = savgol_filter(y, window, polyorder, mode="interp")
+    np.testing.assert_allclose(_savgol_interp(y, window, polyorder), expected, rtol=0, atol=1e-12 * np.abs(y).max())
 
 
 def test_smooth_is_zero_phase_and_keeps_length():

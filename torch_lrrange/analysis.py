@@ -26,13 +26,14 @@ empties a short curve.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.signal import savgol_filter
+from scipy.signal import savgol_coeffs
 
 from ._checks import check_choice, check_positive_float
 from .divergence import DEFAULT_BETA, DivergenceRule
@@ -116,15 +117,46 @@ def smooth(lrs: Any, losses: Any, window: int | None = None, polyorder: int = 2)
     log_lrs, y = _as_curve(lrs, losses)
     if not np.all(np.isfinite(y)):
         raise ValueError("smooth() needs finite losses; cut the curve at divergence_index() first")
+    return _smooth(log_lrs, y, window, polyorder)
+
+
+def _smooth(log_lrs: np.ndarray, y: np.ndarray, window: int | None = None, polyorder: int = 2) -> np.ndarray:
     n = len(y)
     window = min(int(window or _window(n)), n if n % 2 else n - 1)
     if window <= polyorder or n < 3:
         return y.copy()
     scale = _scale(y)  # filter values of order 1: no overflow for losses near the float64 limit
     grid = np.linspace(log_lrs[0], log_lrs[-1], n)
-    uniform = np.interp(grid, log_lrs, y / scale)
-    filtered = savgol_filter(uniform, window, polyorder, mode="interp")
+    filtered = _savgol_interp(np.interp(grid, log_lrs, y / scale), window, polyorder)
     return np.interp(log_lrs, grid, filtered) * scale
+
+
+def _savgol_interp(y: np.ndarray, window: int, polyorder: int) -> np.ndarray:
+    """``scipy.signal.savgol_filter(y, window, polyorder, mode="interp")``, with the edge fits precomputed.
+
+    scipy fits each edge with a fresh least-squares solve per call; the fit is a
+    fixed linear map of the edge window, so it is cached per (window, polyorder).
+    """
+    coeffs, left, right = _savgol_operators(window, polyorder)
+    half = window // 2
+    out = np.empty_like(y)
+    out[half : len(y) - half] = np.convolve(y, coeffs, mode="valid")
+    out[:half] = left @ y[:window]
+    out[len(y) - half :] = right @ y[len(y) - window :]
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _savgol_operators(window: int, polyorder: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # Least-squares polynomial fit over positions 0..window-1, evaluated at the edge positions.
+    positions = np.arange(window, dtype=np.float64)
+    vander = np.vander(positions, polyorder + 1)
+    fit = vander @ np.linalg.pinv(vander)  # window x window: fitted values from the window's values
+    half = window // 2
+    operators = (savgol_coeffs(window, polyorder), fit[:half].copy(), fit[window - half :].copy())
+    for array in operators:
+        array.setflags(write=False)
+    return operators
 
 
 def _scale(y: np.ndarray) -> float:
@@ -135,9 +167,11 @@ def _scale(y: np.ndarray) -> float:
 def slope(lrs: Any, values: Any) -> np.ndarray:
     """``d values / d log10(lr)`` by second-order central differences (one-sided at the ends)."""
     log_lrs, y = _as_curve(lrs, values)
-    if len(y) < 2:
-        return np.zeros_like(y)
-    return np.gradient(y, log_lrs)
+    return _slope(log_lrs, y)
+
+
+def _slope(log_lrs: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.gradient(y, log_lrs) if len(y) >= 2 else np.zeros_like(y)
 
 
 def divergence_index(losses: Any, threshold: float = DIVERGE_THRESHOLD, beta: float = DEFAULT_BETA) -> int:
@@ -287,6 +321,8 @@ class Suggestion:
     confidence: float
     warnings: list[str] = field(default_factory=list)
     smoothed: np.ndarray | None = None
+    #: Points read: those before the first diverged point (the rest are cut).
+    points: int = 0
 
 
 def suggest(
@@ -304,20 +340,19 @@ def suggest(
     Always ``lrs[0] <= min_lr <= lr <= max_lr < lr at the smoothed minimum``.
     """
     check_choice("method", method, tuple(METHODS))
-    _as_curve(lrs, losses)
+    log_x, y = _as_curve(lrs, losses)
     x = np.asarray(lrs, dtype=np.float64).reshape(-1)
-    y = np.asarray(losses, dtype=np.float64).reshape(-1)
-    n = divergence_index(y, threshold)
-    x, y = x[:n], y[:n]
+    n, total = divergence_index(y, threshold), len(y)
+    x, y, log_x = x[:n], y[:n], log_x[:n]
     warnings: list[str] = []
     if n < MIN_POINTS:
-        if diverged or n < len(np.asarray(losses).reshape(-1)):
+        if diverged or n < total:
             warnings.append(f"diverged at once: only {n} points before divergence (lower start_lr)")
         warnings.append(f"too few points: {n} sane points, at least {MIN_POINTS} are needed")
-        return Suggestion(None, None, None, 0.0, warnings, y.copy())
+        return Suggestion(None, None, None, 0.0, warnings, y.copy(), n)
     scale = _scale(y)  # the analysis runs on losses / max|loss|: scale-free, and no overflow
-    s = smooth(x, y / scale)
-    g = slope(x, s)
+    s = _smooth(log_x, y / scale)
+    g = _slope(log_x, s)
     d = descent(y / scale, s, g)
     snr = d.snr
     if d.minimum == 0 or d.drop <= 0:
@@ -328,7 +363,7 @@ def suggest(
             "(flat or noisy curve: try repeats=, a larger batch, or a wider LR range)"
         )
     if warnings:
-        return Suggestion(None, None, None, 0.0, warnings, s * scale)
+        return Suggestion(None, None, None, 0.0, warnings, s * scale, n)
     confidence = 1.0 - MIN_SNR / snr
     if snr < 2 * MIN_SNR:
         warnings.append(f"too noisy: the loss fell by only {snr:.1f} standard errors (try repeats= or a larger batch)")
@@ -344,7 +379,7 @@ def suggest(
     lr = min(max(lr, float(x[0])), ceiling)
     min_lr = min(min_lr, lr)
     max_lr = min(max(max_lr, lr), ceiling)
-    return Suggestion(lr, min_lr, max_lr, confidence, warnings, s * scale)
+    return Suggestion(lr, min_lr, max_lr, confidence, warnings, s * scale, n)
 
 
 def analyze(
@@ -382,11 +417,10 @@ def analyze(
         raise ValueError(f"diverge_threshold must be > 1, got {diverge_threshold!r}")
     if diverged is not None and not isinstance(diverged, (bool, np.bool_)):
         raise TypeError(f"diverged must be True, False or None, got {type(diverged).__name__} {diverged!r}")
-    _as_curve(lrs, losses)
+    suggestion = suggest(lrs, losses, method, threshold=diverge_threshold, diverged=bool(diverged))
     x = np.asarray(lrs, dtype=np.float64).reshape(-1)
     y = np.asarray(losses, dtype=np.float64).reshape(-1)
-    n = divergence_index(y, diverge_threshold)
-    suggestion = suggest(x[:n], y[:n], method, threshold=diverge_threshold, diverged=bool(diverged) or n < len(y))
+    n = suggestion.points
     return RangeTestResult(
         lrs=x[:n],
         losses=y[:n],

@@ -92,6 +92,9 @@ class RangeTest:
         >>> scheduler = rt.result.cyclic_lr(optimizer, step_size_up=2000)
     """
 
+    # False: stage CPU windows in a tensor like an accelerator's (tests use it to hold that path to its sync budget).
+    _read_cpu_directly = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -141,6 +144,7 @@ class RangeTest:
         self.progress = progress
         self.result: RangeTestResult | None = None
         self._active = False
+        self._recording = False  # _active and not _finished, kept as one flag for record()'s hot path
 
     # --- context manager ------------------------------------------------------
 
@@ -173,7 +177,7 @@ class RangeTest:
             finally:
                 self._release()
             raise
-        self._active = True
+        self._active = self._recording = True
         logger.debug(
             "range test started: %s to %s over %d steps (%s)", self.start_lr, self.end_lr, self.num_steps, self.mode
         )
@@ -184,7 +188,7 @@ class RangeTest:
             if exc_type is None and not self._finished:
                 self._end_repeat()  # the loop stopped early: keep what was recorded
         finally:
-            self._active = False
+            self._active = self._recording = False
             try:
                 self._snapshot.restore()
             finally:
@@ -213,6 +217,7 @@ class RangeTest:
         self._lrs = self._scheduler.lrs
         self._reader = WindowReader(DivergenceRule(self.diverge_threshold, DEFAULT_BETA))
         self._window: list[Any] = []
+        self._window_has_floats = False
         self._step = 0
 
     @property
@@ -236,28 +241,11 @@ class RangeTest:
         Call once per optimizer step, after ``optimizer.step()``. ``loss`` is a
         0-dim (or one-element) tensor, kept on its device, or a float.
         """
-        if not self._active:
-            raise RuntimeError("record() must be called inside the `with RangeTest(...)` block")
-        if type(loss) is torch.Tensor and loss.ndim == 0:
-            loss = loss.detach()  # the common case, checked with the fewest calls (hot path)
-        elif isinstance(loss, torch.Tensor):
-            if loss.numel() != 1:
-                raise ValueError(
-                    f"loss must be a scalar (0-dim tensor or float), got a tensor of shape {tuple(loss.shape)}"
-                )
-            loss = loss.detach() if loss.dim() == 0 else loss.detach().reshape(())
-        elif isinstance(loss, bool) or not isinstance(loss, (int, float)):
-            raise TypeError(f"loss must be a scalar tensor or a float, got {type(loss).__name__}")
-        if self._finished:
-            if not self._warned_after_end:
-                warnings.warn(
-                    "record() called after the sweep ended; the point is ignored (stop when rt.done is True)",
-                    UserWarning,
-                    stacklevel=2,
-                )
-                self._warned_after_end = True
+        # Hot path: a running sweep and a 0-dim tensor, checked with the fewest calls; no op beyond detach().
+        if self._recording and type(loss) is torch.Tensor and loss.ndim == 0:
+            self._window.append(loss.detach())
+        elif not self._take(loss):
             return
-        self._window.append(loss)
         self._step += 1
         if self._step >= self.num_steps:
             self._end_repeat()
@@ -268,28 +256,64 @@ class RangeTest:
             if self._reader.first_bad is not None:
                 self._end_repeat()
 
+    def _take(self, loss: Any) -> bool:
+        """The checks and conversions of :meth:`record` off its hot path; True if the point was added."""
+        if not self._active:
+            raise RuntimeError("record() must be called inside the `with RangeTest(...)` block")
+        if isinstance(loss, torch.Tensor):
+            if loss.numel() != 1:
+                raise ValueError(
+                    f"loss must be a scalar (0-dim tensor or float), got a tensor of shape {tuple(loss.shape)}"
+                )
+            loss = loss.detach() if loss.dim() == 0 else loss.detach().reshape(())
+        elif isinstance(loss, bool) or not isinstance(loss, (int, float)):
+            raise TypeError(f"loss must be a scalar tensor or a float, got {type(loss).__name__}")
+        else:
+            self._window_has_floats = True
+        if self._finished:
+            if not self._warned_after_end:
+                warnings.warn(
+                    "record() called after the sweep ended; the point is ignored (stop when rt.done is True)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                self._warned_after_end = True
+            return False
+        self._window.append(loss)
+        return True
+
     def _flush(self) -> None:
-        """Move the window into the loss buffer and queue it for the host."""
+        """Hand the window's losses to the reader: read from host memory, or staged on their device."""
         window, self._window = self._window, []
         if not window:
             return
-        if all(isinstance(v, torch.Tensor) for v in window):
-            # One stack per window into a buffer preallocated on the loss's device: no op per
-            # step, and stream-ordered on CUDA, so the pending host copy of the last window stays valid.
-            buffer = self._buffer
-            if buffer is None or buffer.device != window[0].device:
-                buffer = self._buffer = torch.empty(self.check_every, dtype=torch.float32, device=window[0].device)
-            segment = buffer if len(window) == len(buffer) else buffer[: len(window)]
-            if window[0].dtype == torch.float32:
-                torch.stack(window, out=segment)
-            else:
-                segment.copy_(torch.stack(window))
+        if self._read_cpu_directly and self._reducer.world_size == 1 and (self._window_has_floats or window[0].is_cpu):
+            # CPU losses already live in host memory: reading them waits for nothing, and
+            # staging them in a tensor first would cost more than the read itself.
+            self._window_has_floats = False
+            self._reader.push(window)
         else:
-            device = self._buffer.device if self._buffer is not None else torch.device("cpu")
-            segment = torch.tensor([float(v) for v in window], dtype=torch.float32, device=device)
-        self._reader.push(self._reducer.average(segment))
+            self._reader.push(self._reducer.average(self._stage(window)))
         if self._progress.enabled:
             self._progress.update(self._points(), self.lr, self._reader.rule.smoothed)
+
+    def _stage(self, window: list[Any]) -> torch.Tensor:
+        """The window as a 1-d float32 tensor on the losses' device (for a collective, or an accelerator)."""
+        if self._window_has_floats:
+            self._window_has_floats = False
+            device = self._buffer.device if self._buffer is not None else torch.device("cpu")
+            return torch.tensor([float(v) for v in window], dtype=torch.float32, device=device)
+        # One stack per window into a buffer preallocated on the loss's device: no op per
+        # step, and stream-ordered on CUDA, so the pending host copy of the last window stays valid.
+        buffer = self._buffer
+        if buffer is None or buffer.device != window[0].device:
+            buffer = self._buffer = torch.empty(self.check_every, dtype=torch.float32, device=window[0].device)
+        segment = buffer if len(window) == len(buffer) else buffer[: len(window)]
+        if window[0].dtype == torch.float32:
+            torch.stack(window, out=segment)
+        else:
+            segment.copy_(torch.stack(window))
+        return segment
 
     def _end_repeat(self) -> None:
         self._flush()
@@ -305,6 +329,7 @@ class RangeTest:
             self._start_repeat()
         else:
             self._finished = True
+            self._recording = False
 
     def batches(self, iterable: Iterable[T]) -> Iterator[T]:
         """Yield the items of ``iterable`` unchanged until the sweep is done.
@@ -361,7 +386,10 @@ class RangeTest:
     def _build_result(self) -> RangeTestResult:
         runs = [np.asarray(r, dtype=np.float64) for r in self._runs]
         length = min(len(r) for r in runs) if runs else 0
-        losses = np.mean([r[:length] for r in runs], axis=0) if length else np.zeros(0)
+        if len(runs) == 1:
+            losses = runs[0]
+        else:
+            losses = np.mean([r[:length] for r in runs], axis=0) if length else np.zeros(0)
         lrs = np.asarray(self._lrs[:length], dtype=np.float64)
         result = analyze(
             lrs,

@@ -6,16 +6,21 @@ or when the bias-corrected EMA of the loss (factor ``beta``, default 0.9) exceed
 positive losses; default threshold 4).
 
 During a sweep, losses reach the host in windows of ``check_every`` points
-(:class:`WindowReader`): one device-to-host read per window, through
-:func:`to_host`, the only host read the sweep makes. On CUDA a window's read is
-lagged to the next window (a non-blocking copy into pinned memory), so the host
-never waits for the device; the sweep may then run up to ``2 * check_every - 1``
-steps past the first diverged point, and those points are dropped.
+(:class:`WindowReader`): one read per window, through :func:`to_host`, the only
+host read the sweep makes. On an accelerator the window is one device tensor and
+one device-to-host copy; on CUDA its read is lagged to the next window (a
+non-blocking copy into pinned memory), so the host never waits for the device;
+the sweep may then run up to ``2 * check_every - 1`` steps past the first
+diverged point, and those points are dropped. CPU losses already sit in host
+memory, so a CPU window (one process) is read value by value, with nothing to
+wait for; the sweep then stops at the end of the window holding the first
+diverged point (at most ``check_every - 1`` steps past it).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -25,9 +30,15 @@ DEFAULT_THRESHOLD = 4.0
 DEFAULT_BETA = 0.9
 
 
-def to_host(tensor: torch.Tensor) -> list[float]:
-    """The one place a sweep reads device values on the host (tests count these calls)."""
-    return tensor.tolist()
+def to_host(window: torch.Tensor | list[Any]) -> list[float]:
+    """The one place a sweep reads loss values on the host (tests count these calls).
+
+    ``window``: a 1-d tensor (one read), or a list of CPU scalar tensors and
+    floats, whose values are in host memory already (no device to wait for).
+    """
+    if isinstance(window, torch.Tensor):
+        return window.tolist()
+    return [float(v) for v in window]
 
 
 class DivergenceRule:
@@ -48,20 +59,23 @@ class DivergenceRule:
     def update_many(self, losses: list[float] | tuple[float, ...]) -> int | None:
         """Take losses in order up to the first that diverged; its index in ``losses``, or None."""
         # One loop over a window with locals: this runs once per host read of a sweep.
-        beta, margin, isfinite = self.beta, self.threshold - 1, math.isfinite
+        beta, weight, margin, isfinite = self.beta, 1 - self.beta, self.threshold - 1, math.isfinite
         count, avg, best, smoothed = self.count, self._avg, self._best, self.smoothed
+        limit = best + margin * abs(best)
         bad = None
         for i, loss in enumerate(losses):
             count += 1
             if not isfinite(loss):
                 bad = i
                 break
-            avg = beta * avg + (1 - beta) * loss
+            avg = beta * avg + weight * loss
             smoothed = avg / (1 - beta**count)
-            if not isfinite(smoothed) or smoothed > best + margin * abs(best):
+            if not isfinite(smoothed) or smoothed > limit:
                 bad = i
                 break
-            best = min(best, smoothed)
+            if smoothed < best:
+                best = smoothed
+                limit = best + margin * abs(best)
         self.count, self._avg, self._best, self.smoothed = count, avg, best, smoothed
         return bad
 
@@ -79,9 +93,9 @@ class WindowReader:
         self.first_bad: int | None = None
         self._pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
 
-    def push(self, window: torch.Tensor) -> None:
-        """Queue a 1-d window; on CPU it is read now, on CUDA at the next push or :meth:`drain`."""
-        if window.device.type == "cuda":
+    def push(self, window: torch.Tensor | list[Any]) -> None:
+        """Queue a window (see :func:`to_host`); a CUDA tensor is read at the next push or :meth:`drain`, others now."""
+        if isinstance(window, torch.Tensor) and window.device.type == "cuda":
             host = torch.empty(window.shape, dtype=window.dtype, pin_memory=True)
             host.copy_(window, non_blocking=True)
             event = torch.cuda.Event()
@@ -100,7 +114,7 @@ class WindowReader:
             event.synchronize()
             self._read(host)
 
-    def _read(self, window: torch.Tensor) -> None:
+    def _read(self, window: torch.Tensor | list[Any]) -> None:
         values = to_host(window)
         if self.first_bad is None:
             bad = self.rule.update_many(values)

@@ -35,20 +35,24 @@ def range_lr(step: Any, start_lr: float, end_lr: float, num_steps: int, mode: st
     steps = np.asarray(step)
     if steps.dtype.kind not in "iu" or np.any(steps < 0):
         raise ValueError(f"step must be an int >= 0 or an array of them, got {step!r}")
-    last = num_steps - 1
-    ratio, span = end_lr / start_lr, end_lr - start_lr
-
-    def at(i: int) -> float:
-        # Python floats, one at a time: numpy's vectorised pow may differ by an ulp.
-        if i == 0:
-            return start_lr
-        if i >= last:
-            return end_lr
-        lr = start_lr * ratio ** (i / last) if mode == "exp" else start_lr + span * i / last
-        return min(max(lr, start_lr), end_lr)  # rounding must not step outside a span of a few ulps
-
-    lrs = np.array([at(int(i)) for i in steps.reshape(-1)], dtype=np.float64).reshape(steps.shape)
+    lrs = np.array(_closed_form(steps.reshape(-1).tolist(), start_lr, end_lr, num_steps, mode), dtype=np.float64)
+    lrs = lrs.reshape(steps.shape)
     return float(lrs) if lrs.ndim == 0 else lrs
+
+
+def _closed_form(steps: Any, start_lr: float, end_lr: float, num_steps: int, mode: str) -> list[float]:
+    """:func:`range_lr` at each of ``steps`` (ints >= 0, arguments already checked), as Python floats.
+
+    Python floats, one at a time: numpy's vectorised ``pow`` may differ by an ulp.
+    """
+    last = num_steps - 1
+    # Step 0 gives start_lr exactly; steps from the last on hold end_lr exactly. Rounding of
+    # end_lr / start_lr (or end_lr - start_lr) may put a late step an ulp above end_lr: clamp.
+    if mode == "exp":
+        ratio = end_lr / start_lr
+        return [end_lr if i >= last or (lr := start_lr * ratio ** (i / last)) > end_lr else lr for i in steps]
+    span = end_lr - start_lr
+    return [end_lr if i >= last or (lr := start_lr + span * i / last) > end_lr else lr for i in steps]
 
 
 class LRRangeScheduler(LRScheduler):
@@ -156,7 +160,9 @@ class LRRangeScheduler(LRScheduler):
         values = self._table[min(self.last_epoch, self.num_steps - 1)]
         for group, lr in zip(self.optimizer.param_groups, values):
             current = group["lr"]
-            if isinstance(current, torch.Tensor):
+            if type(current) is float:  # the common case first: one type check per group
+                group["lr"] = lr
+            elif isinstance(current, torch.Tensor):
                 current.fill_(lr)
             else:
                 group["lr"] = lr
@@ -189,8 +195,12 @@ class LRRangeScheduler(LRScheduler):
 
 
 def _lr_table(starts: list[float], ends: list[float], num_steps: int, mode: str) -> list[tuple[float, ...]]:
-    steps = np.arange(num_steps)
-    columns = [range_lr(steps, s, e, num_steps, mode).tolist() for s, e in zip(starts, ends)]
+    """Row ``i``: the LR of each param group at step ``i``; checks its arguments first."""
+    check_choice("mode", mode, MODES)
+    num_steps = check_int("num_steps", num_steps, minimum=2)
+    for start, end in zip(starts, ends):
+        check_lr_range(start, end)
+    columns = [_closed_form(range(num_steps), s, e, num_steps, mode) for s, e in zip(starts, ends)]
     return list(zip(*columns))
 
 

@@ -20,7 +20,6 @@ import tempfile
 import threading
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,16 +37,19 @@ class SnapshotError(RuntimeError):
     """A snapshot could not be restored; the message says which part."""
 
 
-@dataclass(frozen=True)
 class _Handle:
-    """A stored tensor: its key in the store and what it was."""
+    """A stored tensor: its key in the store and what it was.
 
-    key: int
-    device: torch.device
-    dtype: torch.dtype
-    shape: torch.Size
-    # a DTensor's (mesh, placements, global shape, global stride): fresh copies are rewrapped
-    dtensor: tuple[Any, ...] | None = field(default=None, compare=False)
+    ``dtensor``: a DTensor's (mesh, placements, global shape, global stride), so
+    fresh copies are rewrapped; None for a plain tensor.
+    """
+
+    __slots__ = ("device", "dtensor", "dtype", "key", "shape")
+
+    def __init__(
+        self, key: int, device: torch.device, dtype: torch.dtype, shape: torch.Size, dtensor: tuple[Any, ...] | None
+    ) -> None:
+        self.key, self.device, self.dtype, self.shape, self.dtensor = key, device, dtype, shape, dtensor
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
@@ -77,8 +79,9 @@ class _Store:
             self._finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)
 
     def put(self, tensor: torch.Tensor) -> _Handle:
-        source = _local(tensor.detach())
-        handle = _Handle(len(self._sizes), source.device, source.dtype, source.shape, _dtensor_spec(tensor))
+        spec = _dtensor_spec(tensor)
+        source = tensor.detach() if spec is None else tensor.detach().to_local()
+        handle = _Handle(len(self._sizes), source.device, source.dtype, source.shape, spec)
         self._sizes[handle.key] = -1
         self.nbytes += source.numel() * source.element_size()
         if self.where == "device" or (self.where == "cpu" and source.device.type == "cpu"):
@@ -153,14 +156,14 @@ class _Store:
         return DTensor.from_local(value, mesh, placements, run_check=False, shape=shape, stride=stride)
 
     def copy_into(self, handle: _Handle, live: torch.Tensor) -> None:
-        target = _local(live.detach())
+        """Write the stored value into ``live`` in place; call under ``torch.no_grad()``."""
+        target = _local(live)
         if target.shape != handle.shape:
             raise SnapshotError(
                 f"a tensor changed shape from {tuple(handle.shape)} to {tuple(target.shape)}; it cannot be restored in place"
             )
         value = self.get(handle)
-        with torch.no_grad():
-            target.copy_(value, non_blocking=value.is_pinned())
+        target.copy_(value, non_blocking=self.where == "cpu" and value.is_pinned())
 
     def close(self) -> None:
         self._tensors.clear()
