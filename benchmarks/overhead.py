@@ -35,7 +35,8 @@ is checked to have taken N steps. Then: the bytes each snapshot mode holds again
 size of model + gradients + optimizer state (and the peak resident memory a take +
 restore adds), and the host-sync calls the library makes per step.
 
-Run: ``python benchmarks/overhead.py`` (4–5 minutes on 2 cores; ``--quick`` for a smoke run).
+Run: ``python benchmarks/overhead.py`` (about 7 minutes on 2 cores; ``--quick`` for a smoke run).
+``benchmarks/instructions.py`` counts instructions instead: deterministic, where timings are noisy.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ def _resnet18() -> nn.Module:
 
 # name: (model factory, input shape, batch size, steps, rounds); an even count of rounds puts bare first in half
 MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...], int, int, int]] = {
-    "mlp": (lambda: nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)), (32,), 64, 400, 16),
-    "lenet": (LeNet, (1, 28, 28), 32, 64, 12),
-    "resnet18": (_resnet18, (3, 32, 32), 16, 16, 4),
+    "mlp": (lambda: nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)), (32,), 64, 400, 30),
+    "lenet": (LeNet, (1, 28, 28), 32, 64, 20),
+    "resnet18": (_resnet18, (3, 32, 32), 16, 16, 6),
 }
 
 
@@ -95,6 +96,7 @@ class Bench:
         self.loader = DataLoader(self.batches, batch_size=None, shuffle=False)
 
     def fresh_optimizer(self) -> torch.optim.Optimizer:
+        self.model.to(self.device)  # Lightning's teardown moves the model to the CPU
         self.model.load_state_dict(self.initial)
         self.model.zero_grad(set_to_none=True)
         return torch.optim.Adam(self.model.parameters(), lr=START_LR)

@@ -92,14 +92,14 @@ class WindowReader:
         self.losses: list[float] = []
         self.first_bad: int | None = None
         self._pending: tuple[torch.Tensor, torch.cuda.Event] | None = None
+        self._free: list[tuple[torch.Tensor, torch.cuda.Event]] = []  # read slots, reused by the next windows
 
     def push(self, window: torch.Tensor | list[Any]) -> None:
         """Queue a window (see :func:`to_host`); a CUDA tensor is read at the next push or :meth:`drain`, others now."""
         if isinstance(window, torch.Tensor) and window.device.type == "cuda":
-            host = torch.empty(window.shape, dtype=window.dtype, pin_memory=True)
+            host, event = self._slot(window)
             host.copy_(window, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
+            event.record(torch.cuda.current_stream(window.device))
             self.drain()
             self._pending = (host, event)
         else:
@@ -113,6 +113,14 @@ class WindowReader:
             self._pending = None
             event.synchronize()
             self._read(host)
+            self._free.append((host, event))
+
+    def _slot(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event]:
+        """A pinned host buffer and an event for ``window``'s copy; two slots serve a whole sweep."""
+        for i, (host, _) in enumerate(self._free):
+            if host.shape == window.shape and host.dtype == window.dtype:
+                return self._free.pop(i)
+        return torch.empty(window.shape, dtype=window.dtype, pin_memory=True), torch.cuda.Event()
 
     def _read(self, window: torch.Tensor | list[Any]) -> None:
         values = to_host(window)
