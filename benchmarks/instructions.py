@@ -14,12 +14,13 @@ every machine with the same builds.
 Counting is switched on and off from Python through callgrind's client requests,
 in a tiny C library compiled on the fly (needs ``cc`` and valgrind's headers);
 the script re-runs itself under ``valgrind --tool=callgrind --instr-atstart=no``.
-Run: ``python benchmarks/instructions.py`` (every instruction is simulated: about
-5 minutes for the tiny MLP and 30 for LeNet on 2 cores, whose convolutions are
-slow under valgrind; ``--models mlp`` for the overhead-bound case alone).
-``--models resnet18`` adds torchvision's resnet18 at 4 steps (``--resnet-steps``;
-its fixed costs then weigh four times more than in ``overhead.py``), which takes
-far longer still.
+Run: ``python benchmarks/instructions.py`` (about 5 minutes on 2 cores: every
+instruction is simulated). By default it counts the tiny MLP, the overhead-bound
+case where the library's share is largest; ``--models mlp,lenet,resnet18`` adds
+the convolutional models (resnet18 at ``--resnet-steps``, default 4, so its fixed
+costs weigh four times more than in ``overhead.py``), but their oneDNN
+convolutions run some hundred times slower under valgrind: about 10 minutes per
+LeNet method on 2 cores, longer for resnet18.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def _dump_number(path: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="mlp,lenet", help="comma-separated: mlp, lenet, resnet18")
+    parser.add_argument("--models", default="mlp", help="comma-separated: mlp, lenet, resnet18 (default mlp)")
     parser.add_argument("--resnet-steps", type=int, default=4, help="steps for resnet18 (default 4)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", help=argparse.SUPPRESS)
