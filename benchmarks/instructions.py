@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any, Callable
+from typing import Any
 
 _CLIENT = r"""
 #include <valgrind/callgrind.h>
@@ -70,18 +70,7 @@ def _inner(args: argparse.Namespace) -> None:
 
 
 def _count_model(client: Any, overhead: Any, bench: Any, root: str) -> None:
-    methods: dict[str, Callable[[], Callable[[], int]]] = {
-        "bare": lambda: _bound(bench.bare, bench.fresh_optimizer()),
-        "RangeTest": lambda: _bound(bench.range_test_context, bench.fresh_optimizer()),
-        "range_test()": lambda: _bound(bench.range_test_call, bench.fresh_optimizer()),
-    }
-    if overhead._available("torch_lr_finder"):
-        methods["torch-lr-finder"] = lambda: _bound(bench.lr_finder, bench.fresh_optimizer())
-    if overhead._available("pytorch_lightning"):
-        methods["lightning"] = lambda: _bound(
-            bench.lightning, bench.fresh_optimizer(), overhead._lightning_trainer(root, bench.device)
-        )
-    for method, prepare in methods.items():
+    for method, prepare in overhead.method_runners(bench, root).items():
         with overhead._quiet():
             prepare()()  # warm-up: first-call costs (imports, caches) are not the method's
             run = prepare()  # setup (optimizer, Lightning's Trainer) outside the count
@@ -90,10 +79,6 @@ def _count_model(client: Any, overhead: Any, bench: Any, root: str) -> None:
             client.lrrange_stop(f"{bench.name}|{bench.steps}|{method}".encode())
         if steps != bench.steps:
             raise RuntimeError(f"{method} on {bench.name} took {steps} steps, not {bench.steps}")
-
-
-def _bound(method: Callable[..., int], *args: Any) -> Callable[[], int]:
-    return lambda: method(*args)
 
 
 def _read_dumps(directory: str) -> list[tuple[str, int, str, int]]:

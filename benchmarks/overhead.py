@@ -237,14 +237,12 @@ def _timed(bench: Bench, name: str, prepare: Callable[[], Callable[[], int]]) ->
     return elapsed
 
 
-def time_methods(bench: Bench, repeats: int) -> Timings:
-    """Each method paired with a bare run next to it, in a rotating order; one unpaired warm-up round first.
+def method_runners(bench: Bench, root: str) -> dict[str, Callable[[], Callable[[], int]]]:
+    """Per method (the peers' when installed), a setup that returns the run: setup stays outside any measure.
 
-    Within a round every pair has the same order, bare first on odd rounds and the method first on even
-    ones. ``bare`` is paired with a second bare run (the null pair: its ratios show the spread of the
-    measurement itself).
+    Each run does the whole test from the bench's initial state and returns the steps it took;
+    ``root`` holds Lightning's files.
     """
-    root = tempfile.mkdtemp(prefix="lrrange_bench_")
 
     def plain(method: Callable[[torch.optim.Optimizer], int]) -> Callable[[], Callable[[], int]]:
         def prepare() -> Callable[[], int]:
@@ -253,7 +251,7 @@ def time_methods(bench: Bench, repeats: int) -> Timings:
 
         return prepare
 
-    def lightning() -> Callable[[], int]:  # the Trainer is built outside the timer
+    def lightning() -> Callable[[], int]:  # the Trainer is built in the setup
         trainer = _lightning_trainer(root, bench.device)
         optimizer = bench.fresh_optimizer()
         return lambda: bench.lightning(optimizer, trainer)
@@ -267,6 +265,17 @@ def time_methods(bench: Bench, repeats: int) -> Timings:
         methods["torch-lr-finder"] = plain(bench.lr_finder)
     if _available("pytorch_lightning"):
         methods["lightning"] = lightning
+    return methods
+
+
+def time_methods(bench: Bench, repeats: int) -> Timings:
+    """Each method paired with a bare run next to it, in a rotating order; one unpaired warm-up round first.
+
+    Within a round every pair has the same order, bare first on odd rounds and the method first on even
+    ones. ``bare`` is paired with a second bare run (the null pair: its ratios show the spread of the
+    measurement itself).
+    """
+    methods = method_runners(bench, tempfile.mkdtemp(prefix="lrrange_bench_"))
     names = list(methods)
     times: dict[str, list[float]] = {name: [] for name in names}
     ratios: dict[str, list[float]] = {name: [] for name in names}
@@ -386,13 +395,14 @@ def library_costs(bench: Bench) -> tuple[float, int, int, float, float, float]:
         return enter_s, record_s / bench.steps, exit_s
 
     in_steps, outside = SyncCounter(), SyncCounter()
+    direct = RangeTest._read_cpu_directly
     divergence.to_host = counting
     RangeTest._read_cpu_directly = False
     try:
         sweep(in_steps, outside)
     finally:
         divergence.to_host = original
-        RangeTest._read_cpu_directly = True
+        RangeTest._read_cpu_directly = direct
     timed = sweep(contextlib.nullcontext(), contextlib.nullcontext())
     return (in_steps.total / bench.steps, outside.total, to_host_calls, *timed)
 

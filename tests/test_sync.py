@@ -46,12 +46,12 @@ def accelerator_path(monkeypatch):
     monkeypatch.setattr(RangeTest, "_read_cpu_directly", False)
 
 
-def _setup(lr=0.01):
+def _setup(lr=0.01, device="cpu"):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     data = [(torch.randn(16, 6), torch.randint(0, 3, (16,))) for _ in range(10)]
-    return model, optimizer, data
+    return model, optimizer, [(x.to(device), y.to(device)) for x, y in data]
 
 
 def _sweep(num_steps, check_every=8, lr=0.01, end_lr=1e-2):
@@ -102,20 +102,9 @@ def test_cpu_windows_are_read_from_host_memory_once_per_window(to_host_calls, ch
 
 
 def test_both_read_paths_find_the_same_divergence(monkeypatch):
-    def sweep():
-        model, optimizer, data = _setup()
-        with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1e4, num_steps=100) as rt:
-            for x, y in rt.batches(data):
-                optimizer.zero_grad()
-                loss = F.cross_entropy(model(x), y)
-                loss.backward()
-                optimizer.step()
-                rt.record(loss)
-        return rt.result
-
-    direct = sweep()
+    direct = _sweep(100, end_lr=1e4)[0].result
     monkeypatch.setattr(RangeTest, "_read_cpu_directly", False)
-    staged = sweep()
+    staged = _sweep(100, end_lr=1e4)[0].result
     assert direct.diverged and staged.diverged
     assert len(direct.losses) == len(staged.losses)
     np.testing.assert_allclose(direct.losses, staged.losses, rtol=1e-6)
@@ -174,10 +163,7 @@ def test_divergence_stops_within_one_window_on_cpu(to_host_calls, monkeypatch, s
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_sweep_makes_one_lagged_read_per_window_and_no_other_sync(to_host_calls):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).cuda()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    data = [(torch.randn(16, 6, device="cuda"), torch.randint(0, 3, (16,), device="cuda")) for _ in range(10)]
+    model, optimizer, data = _setup(device="cuda")
     per_record = []
     with RangeTest(model, optimizer, start_lr=1e-5, end_lr=1e-2, num_steps=64) as rt:
         for x, y in rt.batches(data):

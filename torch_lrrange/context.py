@@ -285,22 +285,21 @@ class RangeTest:
     def _flush(self) -> None:
         """Hand the window's losses to the reader: read from host memory, or staged on their device."""
         window, self._window = self._window, []
+        has_floats, self._window_has_floats = self._window_has_floats, False
         if not window:
             return
-        if self._read_cpu_directly and self._reducer.world_size == 1 and (self._window_has_floats or window[0].is_cpu):
+        if self._read_cpu_directly and self._reducer.world_size == 1 and (has_floats or window[0].is_cpu):
             # CPU losses already live in host memory: reading them waits for nothing, and
             # staging them in a tensor first would cost more than the read itself.
-            self._window_has_floats = False
             self._reader.push(window)
         else:
-            self._reader.push(self._reducer.average(self._stage(window)))
+            self._reader.push(self._reducer.average(self._stage(window, has_floats)))
         if self._progress.enabled:
             self._progress.update(self._points(), self.lr, self._reader.rule.smoothed)
 
-    def _stage(self, window: list[Any]) -> torch.Tensor:
+    def _stage(self, window: list[Any], has_floats: bool) -> torch.Tensor:
         """The window as a 1-d float32 tensor on the losses' device (for a collective, or an accelerator)."""
-        if self._window_has_floats:
-            self._window_has_floats = False
+        if has_floats:
             device = self._buffer.device if self._buffer is not None else torch.device("cpu")
             return torch.tensor([float(v) for v in window], dtype=torch.float32, device=device)
         # One stack per window into a buffer preallocated on the loss's device: no op per
@@ -386,10 +385,7 @@ class RangeTest:
     def _build_result(self) -> RangeTestResult:
         runs = [np.asarray(r, dtype=np.float64) for r in self._runs]
         length = min(len(r) for r in runs) if runs else 0
-        if len(runs) == 1:
-            losses = runs[0]
-        else:
-            losses = np.mean([r[:length] for r in runs], axis=0) if length else np.zeros(0)
+        losses = np.mean([r[:length] for r in runs], axis=0) if length else np.zeros(0)
         lrs = np.asarray(self._lrs[:length], dtype=np.float64)
         result = analyze(
             lrs,

@@ -160,9 +160,7 @@ class LRRangeScheduler(LRScheduler):
         values = self._table[min(self.last_epoch, self.num_steps - 1)]
         for group, lr in zip(self.optimizer.param_groups, values):
             current = group["lr"]
-            if type(current) is float:  # the common case first: one type check per group
-                group["lr"] = lr
-            elif isinstance(current, torch.Tensor):
+            if isinstance(current, torch.Tensor):
                 current.fill_(lr)
             else:
                 group["lr"] = lr

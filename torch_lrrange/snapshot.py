@@ -79,9 +79,8 @@ class _Store:
             self._finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)
 
     def put(self, tensor: torch.Tensor) -> _Handle:
-        spec = _dtensor_spec(tensor)
-        source = tensor.detach() if spec is None else tensor.detach().to_local()
-        handle = _Handle(len(self._sizes), source.device, source.dtype, source.shape, spec)
+        source = _local(tensor.detach())
+        handle = _Handle(len(self._sizes), source.device, source.dtype, source.shape, _dtensor_spec(tensor))
         self._sizes[handle.key] = -1
         self.nbytes += source.numel() * source.element_size()
         if self.where == "device" or (self.where == "cpu" and source.device.type == "cpu"):
