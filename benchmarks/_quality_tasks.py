@@ -225,10 +225,15 @@ def tasks() -> list[Task]:
 # --- training -----------------------------------------------------------------
 
 
-def train(task: Task, lr: float, protocol: str, seed: int) -> float:
-    """Validation metric after the fixed budget at constant ``lr`` or OneCycleLR(max_lr=lr)."""
+def train(task: Task, lr: float, protocol: str, seed: int, hyper: dict[str, Any] | None = None) -> float:
+    """Validation metric after the fixed budget at constant ``lr`` or OneCycleLR(max_lr=lr).
+
+    ``hyper``: param-group keys set after the task's optimizer is built (``{"weight_decay": 1e-4}``).
+    """
     model = task.build(seed)
     opt = task.optimizer(model.parameters(), lr)
+    for group in opt.param_groups:
+        group.update(hyper or {})
     loader = task.loader(seed)
     total = task.epochs * len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total) if protocol == "onecycle" else None
@@ -273,11 +278,14 @@ class Cache:
         return self.data[key]
 
 
-def trained(cache: Cache, task: Task, lr: float, protocol: str, seeds: tuple[int, ...]) -> float:
-    """Mean score over ``seeds`` of training at ``lr`` (cached per seed)."""
+def trained(
+    cache: Cache, task: Task, lr: float, protocol: str, seeds: tuple[int, ...], hyper: dict[str, Any] | None = None
+) -> float:
+    """Mean score over ``seeds`` of training at ``lr`` (cached per seed and ``hyper``)."""
     values = []
+    suffix = "".join(f"|{k}={v!r}" for k, v in sorted((hyper or {}).items()))
     for seed in seeds:
-        key = f"{task.name}|{protocol}|{seed}|{lr:.6g}|e{task.epochs}"
-        value = cache.get(key, lambda seed=seed: train(task, lr, protocol, seed))
+        key = f"{task.name}|{protocol}|{seed}|{lr:.6g}|e{task.epochs}{suffix}"
+        value = cache.get(key, lambda seed=seed: train(task, lr, protocol, seed, hyper))
         values.append(score(task, math.nan if value is None else value))
     return float(np.mean(values))

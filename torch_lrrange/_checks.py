@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import torch
 
 MODES = ("exp", "linear")
 
@@ -108,3 +110,94 @@ def check_stateful(name: str, value: Any) -> None:
             f"{name} must have state_dict() and load_state_dict() (a GradScaler, an LR scheduler, an EMA...), "
             f"got {type(value).__name__}"
         )
+
+
+#: Param-group keys a sweep owns or that are not hyperparameters.
+RESERVED_GROUP_KEYS = ("params", "lr", "initial_lr")
+#: Allowed intervals of well-known hyperparameters, as written in the error message.
+_DOMAINS = {
+    "weight_decay": "[0, inf)",
+    "momentum": "[0, 1]",
+    "dampening": "[0, 1]",
+    "alpha": "[0, 1]",
+    "rho": "[0, 1]",
+    "betas": "[0, 1)",
+    "eps": "(0, inf)",
+}
+_ALTERNATIVES = {"momentum": "betas", "beta1": "betas", "beta2": "betas", "betas": "momentum"}
+
+
+def check_hyperparams(hyperparams: Any, optimizer: Any) -> dict[str, Any]:
+    """Check ``hyperparams`` (param-group key -> value) against ``optimizer``'s groups; return a plain dict.
+
+    Every key must be held by every param group (``lr`` is swept, never set),
+    and each value must have the shape of the value it replaces: a real number,
+    a bool, or a tuple of as many reals (``betas``).
+    """
+    if hyperparams is None:
+        return {}
+    if not isinstance(hyperparams, Mapping):
+        raise TypeError(
+            "hyperparams must be a dict of param-group keys to values, e.g. {'weight_decay': 1e-4}, "
+            f"got {type(hyperparams).__name__} {_shown(hyperparams)}"
+        )
+    groups = optimizer.param_groups
+    held = sorted(set.intersection(*(set(g) for g in groups)) - set(RESERVED_GROUP_KEYS))
+    checked: dict[str, Any] = {}
+    for key, value in hyperparams.items():
+        if not isinstance(key, str):
+            raise TypeError(f"hyperparams keys must be strings (param-group keys), got {type(key).__name__} {key!r}")
+        if key in RESERVED_GROUP_KEYS:
+            what = "the sweep sets it: use start_lr and end_lr" if key != "params" else "it is not a hyperparameter"
+            raise ValueError(f"hyperparams cannot set {key!r}: {what}")
+        if key not in held:
+            hint = ""
+            other = _ALTERNATIVES.get(key)
+            if other in held:
+                hint = (
+                    f"; this optimizer holds momentum as betas[0]: use {{'betas': {tuple(groups[0]['betas'])!r}}} "
+                    "with the first value changed"
+                    if other == "betas"
+                    else "; this optimizer holds momentum as 'momentum'"
+                )
+            raise ValueError(
+                f"hyperparams key {key!r} is not held by every param group of {type(optimizer).__name__}; "
+                f"the keys it holds are {', '.join(held)}{hint}"
+            )
+        checked[key] = _check_hyperparam(key, value, groups[0][key])
+    return checked
+
+
+def _check_hyperparam(key: str, value: Any, current: Any) -> Any:
+    name = f"hyperparams[{key!r}]"
+    if isinstance(current, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or len(value) != len(current):
+            raise TypeError(
+                f"{name} must be a tuple of {len(current)} real numbers like the optimizer's {tuple(current)!r}, "
+                f"got {type(value).__name__} {_shown(value)}"
+            )
+        return tuple(_check_real(f"{name}[{i}]", key, v) for i, v in enumerate(value))
+    if isinstance(current, bool) or (current is None and isinstance(value, bool)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False like the optimizer's {current!r}, got {_shown(value)}")
+        return value
+    if current is None or isinstance(current, str):
+        raise TypeError(f"{name}: the optimizer holds {current!r} there, which is not a numeric hyperparameter")
+    return _check_real(name, key, value)
+
+
+def _check_real(name: str, key: str, value: Any) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()  # once, before the sweep
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_shown(value)}")
+    value = float(value)
+    domain = _DOMAINS.get(key, "(-inf, inf)")
+    low, high = (float(v) for v in domain[1:-1].split(", "))
+    inside = (low <= value if domain[0] == "[" else low < value) and (
+        value <= high if domain[-1] == "]" else value < high
+    )
+    if not (math.isfinite(value) and inside):
+        where = f" in {domain}" if key in _DOMAINS else ""
+        raise ValueError(f"{name} must be a finite real number{where}, got {value!r}")
+    return value

@@ -16,6 +16,7 @@ from . import distributed
 from ._checks import (
     MODES,
     check_choice,
+    check_hyperparams,
     check_int,
     check_lr_range,
     check_optimizer,
@@ -79,6 +80,10 @@ class RangeTest:
             of points, see :mod:`torch_lrrange.distributed`); default the world
             group when one is initialised.
         progress: show a progress bar (None: when stderr is a terminal, on rank 0). Default None.
+        hyperparams: param-group keys held at a value for the sweep (and every
+            repeat), e.g. ``{"weight_decay": 1e-4}`` or ``{"betas": (0.95, 0.999)}``;
+            restored with everything else. Every group must hold each key
+            (``lr`` is swept and cannot be set). Default none.
 
     Example:
         >>> with RangeTest(model, optimizer, start_lr=1e-7, end_lr=10, num_steps=100) as rt:
@@ -112,6 +117,7 @@ class RangeTest:
         check_every: int = 8,
         process_group: Any = None,
         progress: bool | None = None,
+        hyperparams: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -136,6 +142,7 @@ class RangeTest:
         self.check_every = check_int("check_every", check_every, minimum=8)
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress must be True, False or None, got {type(progress).__name__}")
+        self.hyperparams = check_hyperparams(hyperparams, optimizer)
         self.model = model
         self.optimizer = optimizer
         self.start_lr = start_lr
@@ -213,6 +220,7 @@ class RangeTest:
     # --- the sweep ----------------------------------------------------------
 
     def _start_repeat(self) -> None:
+        _set_hyperparams(self.optimizer, self.hyperparams)
         self._scheduler = LRRangeScheduler(self.optimizer, self.start_lr, self.end_lr, self.num_steps, self.mode)
         self._lrs = self._scheduler.lrs
         self._reader = WindowReader(DivergenceRule(self.diverge_threshold, DEFAULT_BETA))
@@ -398,7 +406,25 @@ class RangeTest:
             num_steps=self.num_steps,
             mode=self.mode,
             repeats=len(runs),
+            **({"hyperparams": dict(self.hyperparams)} if self.hyperparams else {}),
         )
         if len(runs) > 1:
             result.runs = runs
         return result
+
+
+def _set_hyperparams(optimizer: Any, hyperparams: dict[str, Any]) -> None:
+    """Write checked ``hyperparams`` into every param group; tensors are filled in place (identity kept)."""
+    for group in optimizer.param_groups:
+        for key, value in hyperparams.items():
+            current = group[key]
+            if isinstance(value, tuple):
+                group[key] = type(current)(_filled(c, v) for c, v in zip(current, value))
+            else:
+                group[key] = _filled(current, value)
+
+
+def _filled(current: Any, value: Any) -> Any:
+    if isinstance(current, torch.Tensor):
+        return current.fill_(value)
+    return value
