@@ -230,7 +230,7 @@ def test_scaling_lrs_scales_the_suggestion(method, factor):
 
 def assert_unusable(result, match):
     assert not result.usable and result.confidence == 0
-    assert result.suggested_lr is result.suggested_min_lr is result.suggested_max_lr is None
+    assert result.suggestion.lr is result.suggestion.min_lr is result.suggestion.max_lr is None
     for name in ("lr", "min_lr", "max_lr"):
         with pytest.raises(UnusableCurveError, match=match):
             getattr(result, name)
@@ -323,3 +323,23 @@ def test_result_round_trips_with_quality_signal():
     assert (back.lr, back.min_lr, back.max_lr) == (r.lr, r.min_lr, r.max_lr)
     assert back.metadata["start_lr"] == 1e-6
     assert r.reanalyze("steepest").lr == analyze(r.lrs, r.losses, method="steepest").lr
+
+
+@pytest.mark.parametrize("window", [4, 6, 10])
+def test_smooth_refuses_an_even_window(window):
+    lrs = np.logspace(-4, 0, 30)
+    with pytest.raises(ValueError, match=rf"window must be an odd int > polyorder \(2\), got {window}"):
+        smooth(lrs, np.linspace(2, 1, 30), window=window)
+
+
+def test_smooth_refuses_a_window_not_above_polyorder():
+    with pytest.raises(ValueError, match="window must be an int >= 3, got 1"):
+        smooth(np.logspace(-4, 0, 30), np.linspace(2, 1, 30), window=1)
+
+
+def test_smooth_with_an_odd_window_matches_savgol_filter():
+    from scipy.signal import savgol_filter
+
+    lrs = np.logspace(-4, 0, 41)  # exponential sweep: the log grid is uniform, so no resampling
+    losses = np.random.default_rng(3).standard_normal(41) + np.linspace(3, 1, 41)
+    np.testing.assert_allclose(smooth(lrs, losses, window=7), savgol_filter(losses, 7, 2, mode="interp"), atol=1e-12)

@@ -760,9 +760,9 @@ def test_record_and_batches_outside_the_block(setup):
 @pytest.mark.parametrize(
     ("loader", "error", "message"),
     [
-        (5, TypeError, r"batches\(\) takes an iterable of batches .*got int"),
-        ("abc", TypeError, r"batches\(\) takes an iterable of batches .*got str"),
-        (None, TypeError, r"batches\(\) takes an iterable of batches .*got NoneType"),
+        (5, TypeError, r"batches\(\)'s argument must be an iterable of batches .*got int"),
+        ("abc", TypeError, r"batches\(\)'s argument must be an iterable of batches .*got str"),
+        (None, TypeError, r"batches\(\)'s argument must be an iterable of batches .*got NoneType"),
         ([], ValueError, "the loader is empty: it yielded no batch"),
     ],
     ids=["int", "str", "none", "empty"],

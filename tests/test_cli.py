@@ -324,6 +324,10 @@ def test_help_of_each_command(capsys, command):
     out = capsys.readouterr().out
     assert out.startswith(f"usage: torch-lrrange {command}")
     assert "--method" in out
+    flat = " ".join(out.split())
+    for name, rule in METHODS.items():  # the help states the rule each method really uses
+        first_line = rule.__doc__.strip().splitlines()[0].replace("``", "").rstrip(".")
+        assert f"{name}: {first_line}" in flat
 
 
 def test_console_script_is_installed():

@@ -323,3 +323,11 @@ def test_range_test_function_with_accumulation_records_the_mean_of_micro_batches
     expected = [np.float32(np.float32(sum(np.float32(v) for v in micro[i : i + 4])) / 4) for i in range(0, 40, 4)]
     assert result.losses == pytest.approx(np.asarray(expected, dtype=np.float64), rel=1e-6)
     assert len(result.losses) == 10
+
+
+def test_done_step_and_lr_are_defined_before_the_block():
+    model, opt, _ = _setup()
+    rt = RangeTest(model, opt, start_lr=1e-5, end_lr=1.0, num_steps=10)
+    assert (rt.done, rt.step, rt.lr) == (False, 0, 1e-5)
+    per_group = RangeTest(model, opt, start_lr=[2e-5], end_lr=[1.0], num_steps=10)
+    assert per_group.lr == 2e-5

@@ -229,7 +229,7 @@ def test_analyze_refuses_malformed_curves_with_a_value_error(curve):
 
 
 def _suggestion(result):
-    return (result.suggested_lr, result.suggested_min_lr, result.suggested_max_lr, result.diverged, len(result.lrs))
+    return (result.suggestion.lr, result.suggestion.min_lr, result.suggestion.max_lr, result.diverged, len(result.lrs))
 
 
 @FAST

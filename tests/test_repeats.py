@@ -76,12 +76,12 @@ def test_losses_are_the_mean_of_the_runs_and_analysed_as_such():
     assert not np.array_equal(runs[0], runs[1])  # different batches: different noise
     np.testing.assert_allclose(result.losses, runs.mean(axis=0), rtol=0, atol=1e-12)
     again = analyze(result.lrs, runs.mean(axis=0))
-    assert (again.suggested_lr, again.suggested_max_lr) == (result.suggested_lr, result.suggested_max_lr)
+    assert (again.suggestion.lr, again.suggestion.max_lr) == (result.suggestion.lr, result.suggestion.max_lr)
     assert result.metadata["repeats"] == 4
     before.check()
 
 
-def test_a_diverging_repeat_cuts_the_mean_to_the_shortest_run():
+def test_a_diverging_repeat_cuts_the_mean_at_its_divergence():
     model, opt = make()
     before = Restored(model, opt)
     losses = iter([1.0] * 16 + [1.0] * 8 + [float("nan")] * 8 + [1.0] * 16)
@@ -89,10 +89,23 @@ def test_a_diverging_repeat_cuts_the_mean_to_the_shortest_run():
         while not rt.done:
             rt.record(next(losses))
     result = rt.result
-    assert [len(r) for r in result.runs] == [16, 8, 16]
+    # each run keeps every point it recorded; the mean is cut once, by the analysis, at its first NaN
+    assert [len(r) for r in result.runs] == [16, 16, 16]
+    assert np.isnan(result.runs[1][8:]).all()
     assert len(result.losses) == len(result.lrs) == 8 and result.diverged
     np.testing.assert_array_equal(result.losses, np.mean([r[:8] for r in result.runs], axis=0))
     before.check()
+
+
+def test_a_repeat_that_diverges_early_shortens_the_mean_to_its_length():
+    model, opt = make()
+    losses = iter([1.0 - 0.01 * i for i in range(32)] + [float("nan")] * 8 + [1.0] * 32)
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=32, repeats=3) as rt:
+        while not rt.done:
+            rt.record(next(losses))
+    # the second repeat stops at the end of the window holding its first NaN (8 points): the mean has 8 points
+    assert [len(r) for r in rt.result.runs] == [32, 8, 32]
+    assert len(rt.result.losses) == 0 and rt.result.diverged and not rt.result.usable
 
 
 def test_repeats_restore_exactly_after_an_exception_mid_repeat():
@@ -117,3 +130,50 @@ def test_repeats_must_be_a_positive_int(bad):
     model, opt = make()
     with pytest.raises((TypeError, ValueError), match="repeats"):
         RangeTest(model, opt, repeats=bad)
+
+
+def _loop(rt, model, opt, data, stop_at=None):
+    for i, batch in enumerate(rt.batches(data)):
+        opt.zero_grad()
+        loss = loss_fn(model, batch)
+        loss.backward()
+        opt.step()
+        rt.record(loss)
+        if i + 1 == stop_at:
+            break
+
+
+def test_a_break_in_a_later_repeat_keeps_the_finished_repeats_and_restores_once_per_repeat(monkeypatch):
+    """3 x 20 points stopped at point 25: the first repeat is kept whole, the partial second one dropped."""
+    from torch_lrrange import snapshot
+
+    restores = []
+    real = snapshot.Snapshot.restore
+    monkeypatch.setattr(snapshot.Snapshot, "restore", lambda self: (restores.append(1), real(self))[1])
+    model, opt = make()
+    before = Restored(model, opt)
+    data = batches(7)
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=20, repeats=3) as rt:
+        _loop(rt, model, opt, data, stop_at=25)
+    assert len(rt.result.lrs) == 20 and rt.result.runs == [] and rt.result.metadata["repeats"] == 1
+    assert len(restores) == 2  # between repeats 1 and 2, then on exit
+    before.check()
+    single = range_test(model, opt, data, loss_fn, start_lr=1e-4, end_lr=1.0, num_steps=20)
+    np.testing.assert_array_equal(rt.result.losses, single.losses)  # the first repeat, untouched
+
+
+def test_a_break_in_the_first_repeat_keeps_its_points():
+    model, opt = make()
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=20, repeats=3) as rt:
+        _loop(rt, model, opt, batches(7), stop_at=12)
+    assert len(rt.result.lrs) == 12 and rt.result.metadata["repeats"] == 1
+
+
+def test_a_range_test_used_twice_runs_every_repeat_both_times():
+    model, opt = make()
+    tester = RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=10, repeats=3)
+    with tester as rt:
+        _loop(rt, model, opt, batches(7), stop_at=15)  # cut short in the second repeat
+    with tester as rt:
+        _loop(rt, model, opt, batches(7))
+    assert tester.repeats == 3 and len(rt.result.runs) == 3 and rt.result.metadata["repeats"] == 3

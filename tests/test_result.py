@@ -114,3 +114,35 @@ def test_load_rejects_wrong_field_types(tmp_path):
     data["lr"] = -1
     with pytest.raises(ValueError, match="'lr' must be a number > 0 or null"):
         RangeTestResult.from_dict(data)
+
+
+def test_runs_are_set_by_analyze_and_kept_by_reanalyze():
+    lrs, losses = _curve()
+    runs = [losses + 0.01, losses - 0.01]
+    result = analyze(lrs, losses, runs=runs)
+    assert len(result.runs) == 2 and all(np.array_equal(a, b) for a, b in zip(result.runs, runs))
+    again = result.reanalyze("steepest")
+    assert all(np.array_equal(a, b) for a, b in zip(again.runs, runs)) and again.runs[0] is not result.runs[0]
+
+
+def test_the_suggestion_has_one_name_for_each_value_in_attributes_and_json():
+    lrs, losses = _curve()
+    result = analyze(lrs, losses)
+    data = result.to_dict()
+    for name in ("lr", "min_lr", "max_lr", "confidence", "warnings"):
+        assert getattr(result, name) == getattr(result.suggestion, name) == data[name]
+    assert np.array_equal(result.smoothed, result.suggestion.smoothed)
+
+
+def test_renamed_names_still_work_with_a_deprecation_warning():
+    import torch_lrrange.analysis
+
+    lrs, losses = _curve()
+    result = analyze(lrs, losses)
+    for old, new in (("suggested_lr", "lr"), ("suggested_min_lr", "min_lr"), ("suggested_max_lr", "max_lr")):
+        with pytest.warns(
+            DeprecationWarning, match=rf"RangeTestResult\.{old} is deprecated; use result\.suggestion\.{new}"
+        ):
+            assert getattr(result, old) == getattr(result, new)
+    with pytest.warns(DeprecationWarning, match="import it as torch_lrrange.analyze"):
+        assert torch_lrrange.analysis.analyze is analyze

@@ -94,7 +94,9 @@ def test_tensor_lr_is_updated_in_place_on_its_device():
     for expected in range_lr(np.arange(4), 1e-4, 1e-1, 4):
         assert opt.param_groups[0]["lr"] is lr
         assert lr.item() == pytest.approx(expected, rel=1e-6)
-        assert isinstance(sched.get_last_lr()[0], float)
+        last = sched.get_last_lr()[0]  # as torch's schedulers: a tensor like group["lr"], a copy, not an alias
+        assert isinstance(last, torch.Tensor) and last is not lr and last.dtype == lr.dtype
+        assert torch.equal(last, lr)
         opt.step()
         sched.step()
 

@@ -233,3 +233,57 @@ def test_a_model_tensor_that_changed_shape_is_refused_before_anything_is_written
     ):
         snap.restore()
     assert torch.equal(model[0].weight, changed)
+
+
+def test_a_removed_non_persistent_buffer_is_a_snapshot_error_before_anything_is_written():
+    model = torch.nn.Linear(3, 2)
+    model.register_buffer("tmp", torch.ones(2), persistent=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    snap = Snapshot.take(model, opt)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    changed = model.weight.detach().clone()
+    del model.tmp
+    with pytest.raises(
+        SnapshotError,
+        match=r"non-persistent buffers were removed since the snapshot \(\['tmp'\]\); nothing was restored",
+    ):
+        snap.restore()
+    assert torch.equal(model.weight, changed)  # not written
+
+
+def test_a_reshaped_non_persistent_buffer_is_a_snapshot_error_before_anything_is_written():
+    model = torch.nn.Linear(3, 2)
+    model.register_buffer("tmp", torch.ones(2), persistent=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    snap = Snapshot.take(model, opt)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    changed = model.weight.detach().clone()
+    model.tmp = torch.ones(5)
+    with pytest.raises(SnapshotError, match=r"changed shape since the snapshot \(\['tmp'\]\); nothing was restored"):
+        snap.restore()
+    assert torch.equal(model.weight, changed)
+
+
+def test_per_optimizer_stages_are_read_only_from_a_grad_scaler():
+    class EMA:  # any object of the user's own that happens to have the attribute
+        def __init__(self):
+            self._per_optimizer_states = {"mine": 1}
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ema = EMA()
+    scaler = torch.amp.GradScaler("cpu")
+    snap = Snapshot.take(model, opt, ema, scaler)
+    ema._per_optimizer_states = {"mine": 2}
+    scaler._per_optimizer_states[id(opt)]["stage"] = "changed"
+    snap.restore()
+    assert ema._per_optimizer_states == {"mine": 2}  # not the library's to restore
+    assert scaler._per_optimizer_states[id(opt)]["stage"] != "changed"

@@ -5,9 +5,9 @@ Public API: :class:`RangeTest` (context manager around your loop),
 :class:`LRRangeScheduler`, :func:`range_lr`, :class:`Snapshot`.
 """
 
-from .analysis import METHODS, UnusableCurveError, analyze
+from .analysis import METHODS, UnusableCurveError
 from .context import RangeTest
-from .result import RangeTestResult
+from .result import RangeTestResult, analyze
 from .runner import range_test
 from .schedule import LRRangeScheduler, range_lr
 from .snapshot import Snapshot, SnapshotError

@@ -6,9 +6,10 @@ argument, says what is allowed and shows what was given (einops style).
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -49,6 +50,38 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
+
+
+def check_threshold(value: Any, name: str = "diverge_threshold") -> float:
+    """Return ``value`` as a float; it must be a finite real number > 1 (a multiple of the best loss)."""
+    try:
+        threshold = check_positive_float(name, value)
+    except ValueError:
+        threshold = math.nan
+    if not threshold > 1:
+        raise ValueError(f"{name} must be a finite real number > 1, got {value!r}")
+    return threshold
+
+
+def check_loader(name: str, value: Any) -> None:
+    """``value`` must be an iterable of batches (or indexable, like a Dataset), not a string."""
+    if isinstance(value, (str, bytes)) or not (isinstance(value, Iterable) or hasattr(value, "__getitem__")):
+        raise TypeError(f"{name} must be an iterable of batches (a DataLoader, a list...), got {type(value).__name__}")
+
+
+def keyword_options(*functions: Callable[..., Any]) -> list[str]:
+    """Names of the keyword-only parameters of ``functions`` (of a class: its ``__init__``), in order, once each."""
+    names: list[str] = []
+    for function in functions:
+        for parameter in inspect.signature(function).parameters.values():
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY and parameter.name not in names:
+                names.append(parameter.name)
+    return names
+
+
+def is_per_group(start_lr: Any, end_lr: Any) -> bool:
+    """Whether ``start_lr``/``end_lr`` give one value per param group (a list or tuple) rather than one sweep."""
+    return isinstance(start_lr, (list, tuple)) or isinstance(end_lr, (list, tuple))
 
 
 def check_lr_range(start_lr: Any, end_lr: Any, num_groups: int | None = None) -> tuple[list[float], list[float]]:

@@ -6,7 +6,7 @@ and returns plain values; nothing here touches torch. The pipeline of
 
 1. cut the curve before its first diverged point (:func:`divergence_index`, the
    same :class:`~torch_lrrange.divergence.DivergenceRule` a ``RangeTest``
-   applies while it sweeps);
+   applies while it sweeps; this is the only place a curve is cut);
 2. smooth it without lag (:func:`smooth`: Savitzky-Golay over log10(lr), window
    a fixed fraction of the curve); the raw losses are kept;
 3. differentiate it with respect to **log10(lr)** (:func:`slope`): ``d loss /
@@ -28,23 +28,22 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy.signal import savgol_coeffs
 
-from ._checks import check_choice, check_positive_float
-from .divergence import DEFAULT_BETA, DivergenceRule
+from ._checks import check_choice, check_int
 from .divergence import DEFAULT_THRESHOLD as DIVERGE_THRESHOLD
+from .divergence import divergence_index
 
 __all__ = [
     "METHODS",
     "Descent",
     "Suggestion",
     "UnusableCurveError",
-    "analyze",
     "bounds",
     "descent",
     "divergence_index",
@@ -108,12 +107,27 @@ def smooth(lrs: Any, losses: Any, window: int | None = None, polyorder: int = 2)
     curve's steepest point and minimum sit where the raw curve's do. The curve
     is resampled on a uniform log10(lr) grid (exact for exponential sweeps; a
     linear sweep is thereby smoothed in the space its slope is read in),
-    filtered, and mapped back to the input LRs. ``window`` (points, odd) defaults
-    to ``WINDOW_FRACTION`` (15%) of the curve, at least 5; a curve too short to
-    filter comes back unchanged. Non-finite losses are not accepted.
+    filtered, and mapped back to the input LRs. ``window`` (points, an odd int
+    > ``polyorder``) defaults to ``WINDOW_FRACTION`` (15%) of the curve, at
+    least 5; a window longer than the curve is shortened to it, and a curve too
+    short to filter comes back unchanged. Non-finite losses are not accepted.
 
     Returns: float64 array, same length as ``losses``.
+
+    Example:
+        >>> lrs = np.logspace(-4, 0, 21)
+        >>> parabola = np.log10(lrs) ** 2  # quadratic in log10(lr): kept as it is
+        >>> bool(np.allclose(smooth(lrs, parabola), parabola))
+        True
+        >>> noisy = parabola + np.resize([0.1, -0.1], 21)  # noise of +-0.1 is mostly averaged out
+        >>> float(np.abs(smooth(lrs, noisy) - parabola).max()) < 0.08
+        True
     """
+    polyorder = check_int("polyorder", polyorder, minimum=0)
+    if window is not None:
+        window = check_int("window", window, minimum=polyorder + 1)
+        if window % 2 == 0:
+            raise ValueError(f"window must be an odd int > polyorder ({polyorder}), got {window}")
     log_lrs, y = _as_curve(lrs, losses)
     if not np.all(np.isfinite(y)):
         raise ValueError("smooth() needs finite losses; cut the curve at divergence_index() first")
@@ -172,18 +186,6 @@ def slope(lrs: Any, values: Any) -> np.ndarray:
 
 def _slope(log_lrs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.gradient(y, log_lrs) if len(y) >= 2 else np.zeros_like(y)
-
-
-def divergence_index(losses: Any, threshold: float = DIVERGE_THRESHOLD, beta: float = DEFAULT_BETA) -> int:
-    """Index of the first point that diverged, or ``len(losses)`` if none did.
-
-    The rule of :class:`~torch_lrrange.divergence.DivergenceRule`, the one a
-    :class:`~torch_lrrange.RangeTest` applies while it sweeps: a non-finite loss,
-    or a bias-corrected EMA above ``threshold`` times the best EMA so far.
-    """
-    values = np.asarray(losses, dtype=np.float64).reshape(-1)
-    first_bad = DivergenceRule(threshold, beta).update_many(values.tolist())
-    return len(values) if first_bad is None else first_bad
 
 
 @dataclass
@@ -320,7 +322,8 @@ class Suggestion:
     max_lr: float | None
     confidence: float
     warnings: list[str] = field(default_factory=list)
-    smoothed: np.ndarray | None = None
+    #: The smoothed losses of the points read (raw losses when too few to smooth).
+    smoothed: np.ndarray = field(default_factory=lambda: np.zeros(0))
     #: Points read: those before the first diverged point (the rest are cut).
     points: int = 0
 
@@ -382,55 +385,16 @@ def suggest(
     return Suggestion(lr, min_lr, max_lr, confidence, warnings, s * scale, n)
 
 
-def analyze(
-    lrs: Sequence[float] | np.ndarray,
-    losses: Sequence[float] | np.ndarray,
-    *,
-    method: str = "default",
-    diverge_threshold: float = DIVERGE_THRESHOLD,
-    diverged: bool | None = None,
-    **metadata: Any,
-):
-    """Analyse any LR/loss curve and return a :class:`~torch_lrrange.RangeTestResult`.
+def __getattr__(name: str) -> Any:
+    if name == "analyze":  # moved to torch_lrrange.result with RangeTestResult, which it builds
+        import warnings as _warnings
 
-    Args:
-        lrs: the LR of each point (strictly increasing, > 0).
-        losses: the raw loss of each point (same length).
-        method: a name in :data:`METHODS`: ``"default"``, ``"steepest"``,
-            ``"valley"`` or ``"minimum"``. Default ``"default"``.
-        diverge_threshold: divergence multiple of the best smoothed loss, > 1. Default 4.
-        diverged: whether the sweep ended by diverging (default: whether the
-            curve itself diverges; it is then cut before that point).
-        **metadata: kept on the result (e.g. ``start_lr``, ``mode``).
+        _warnings.warn(
+            "torch_lrrange.analysis.analyze moved; import it as torch_lrrange.analyze",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from .result import analyze
 
-    Example:
-        >>> lrs = np.logspace(-5, 0, 100)
-        >>> losses = 2 - np.tanh(np.log10(lrs) + 3) + np.exp(5 * (np.log10(lrs) + 0.5))
-        >>> result = analyze(lrs, losses)
-        >>> result.min_lr <= result.lr <= result.max_lr
-        True
-    """
-    from .result import RangeTestResult
-
-    check_positive_float("diverge_threshold", diverge_threshold)
-    if diverge_threshold <= 1:
-        raise ValueError(f"diverge_threshold must be > 1, got {diverge_threshold!r}")
-    if diverged is not None and not isinstance(diverged, (bool, np.bool_)):
-        raise TypeError(f"diverged must be True, False or None, got {type(diverged).__name__} {diverged!r}")
-    suggestion = suggest(lrs, losses, method, threshold=diverge_threshold, diverged=bool(diverged))
-    x = np.asarray(lrs, dtype=np.float64).reshape(-1)
-    y = np.asarray(losses, dtype=np.float64).reshape(-1)
-    n = suggestion.points
-    return RangeTestResult(
-        lrs=x[:n],
-        losses=y[:n],
-        smoothed=suggestion.smoothed if suggestion.smoothed is not None else y[:n].copy(),
-        method=method,
-        suggested_lr=suggestion.lr,
-        suggested_min_lr=suggestion.min_lr,
-        suggested_max_lr=suggestion.max_lr,
-        diverged=bool(n < len(y)) if diverged is None else bool(diverged or n < len(y)),
-        confidence=suggestion.confidence,
-        warnings=list(suggestion.warnings),
-        metadata=dict(metadata, diverge_threshold=diverge_threshold),
-    )
+        return analyze
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import inspect
 import logging
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["build_parser", "load_make", "main"]
@@ -52,7 +51,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _int_at_least(minimum: int):  # type: ignore[no-untyped-def]
+def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -70,6 +69,15 @@ def _methods() -> list[str]:
     from .analysis import METHODS
 
     return list(METHODS)
+
+
+def _methods_help(default: str) -> str:
+    """Each method's rule, from the first line of its docstring: the help can never describe another rule."""
+    from .analysis import METHODS
+
+    lines = {name: (rule.__doc__ or "").strip().splitlines()[0].replace("``", "") for name, rule in METHODS.items()}
+    rules = "; ".join(f"{name}: {line.rstrip('.')}" for name, line in lines.items())
+    return f"how to read the curve (default: {default}). {rules}"
 
 
 def _add_sweep_options(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -103,7 +111,7 @@ def _add_sweep_options(p: argparse.ArgumentParser, defaults: bool) -> None:
         "--method",
         choices=_methods(),
         default=None,
-        help="how to read the curve (default: 'default', the geometric mean of the steepest point and minimum/10)",
+        help=_methods_help("default"),
     )
     p.add_argument(
         "--seed", type=int, default=0 if defaults else None, help="torch seed" + (" (default: 0)" if defaults else "")
@@ -172,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Re-read a saved curve ({JSON_NAME}) with --method, print lr, min_lr, max_lr, and plot it.",
     )
     plot.add_argument("json", metavar="JSON", help=f"a {JSON_NAME} written by demo, run or RangeTestResult.save")
-    plot.add_argument("--method", choices=_methods(), default=None, help="(default: the method it was saved with)")
+    plot.add_argument("--method", choices=_methods(), default=None, help=_methods_help("the method it was saved with"))
     plot.add_argument("--out", metavar="PNG", help="image to write (default: the JSON's path with .png)")
     plot.set_defaults(handler=_plot, parser=plot)
     return parser
@@ -220,15 +228,11 @@ def load_make(target: str) -> Any:
 
 
 def _allowed_options() -> list[str]:
+    from ._checks import keyword_options
     from .context import RangeTest
     from .runner import range_test
 
-    names = []
-    for fn in (RangeTest.__init__, range_test):
-        for p in inspect.signature(fn).parameters.values():
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names:
-                names.append(p.name)
-    return names
+    return keyword_options(RangeTest, range_test)
 
 
 def _check_setup(setup: Any) -> dict[str, Any]:

@@ -18,17 +18,19 @@ from ._checks import (
     check_choice,
     check_hyperparams,
     check_int,
+    check_loader,
     check_lr_range,
     check_optimizer,
-    check_positive_float,
     check_stateful,
+    check_threshold,
+    is_per_group,
 )
-from .analysis import METHODS, analyze
-from .divergence import DEFAULT_BETA, DEFAULT_THRESHOLD, DivergenceRule, WindowReader
+from .analysis import METHODS
+from .divergence import DEFAULT_THRESHOLD
 from .progress import Progress
-from .result import RangeTestResult
-from .schedule import LRRangeScheduler
+from .result import RangeTestResult, analyze
 from .snapshot import WHERE, Snapshot
+from .sweep import Sweep
 
 __all__ = ["RangeTest"]
 
@@ -86,19 +88,21 @@ class RangeTest:
             (``lr`` is swept and cannot be set). Default none.
 
     Example:
-        >>> with RangeTest(model, optimizer, start_lr=1e-7, end_lr=10, num_steps=100) as rt:
-        ...     for x, y in rt.batches(train_loader):
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 2))
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> x = torch.randn(640, 10)
+        >>> train_loader = list(zip(x.split(32), (x[:, 0] > 0).long().split(32)))
+        >>> with RangeTest(model, optimizer, start_lr=1e-4, end_lr=10, num_steps=80) as rt:
+        ...     for inputs, targets in rt.batches(train_loader):
         ...         optimizer.zero_grad()
-        ...         loss = criterion(model(x), y)
+        ...         loss = nn.functional.cross_entropy(model(inputs), targets)
         ...         loss.backward()
         ...         optimizer.step()
         ...         rt.record(loss)
-        >>> lo, hi = rt.result.bounds
+        >>> lo, hi = rt.result.bounds  # model, optimizer and RNGs are back as they were
         >>> scheduler = rt.result.cyclic_lr(optimizer, step_size_up=2000)
     """
-
-    # False: stage CPU windows in a tensor like an accelerator's (tests use it to hold that path to its sync budget).
-    _read_cpu_directly = True
 
     def __init__(
         self,
@@ -122,8 +126,9 @@ class RangeTest:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_optimizer(optimizer)
-        per_group = isinstance(start_lr, (list, tuple)) or isinstance(end_lr, (list, tuple))
-        check_lr_range(start_lr, end_lr, len(optimizer.param_groups) if per_group else None)
+        starts, _ = check_lr_range(
+            start_lr, end_lr, len(optimizer.param_groups) if is_per_group(start_lr, end_lr) else None
+        )
         self.num_steps = check_int("num_steps", num_steps, minimum=2)
         self.mode = check_choice("mode", mode, MODES)
         if isinstance(extra_state, (str, bytes)) or not isinstance(extra_state, Iterable):
@@ -134,9 +139,7 @@ class RangeTest:
         for i, obj in enumerate(self.extra_state):
             check_stateful(f"extra_state[{i}]", obj)
         self.snapshot_where = check_choice("snapshot", snapshot, WHERE)
-        self.diverge_threshold = check_positive_float("diverge_threshold", diverge_threshold)
-        if self.diverge_threshold <= 1:
-            raise ValueError(f"diverge_threshold must be a finite real number > 1, got {diverge_threshold!r}")
+        self.diverge_threshold = check_threshold(diverge_threshold)
         self.method = check_choice("method", method, tuple(METHODS))
         self.repeats = check_int("repeats", repeats, minimum=1)
         self.check_every = check_int("check_every", check_every, minimum=8)
@@ -150,6 +153,13 @@ class RangeTest:
         self.process_group = process_group
         self.progress = progress
         self.result: RangeTestResult | None = None
+        self._first_lr = starts[0]
+        self._sweep: Sweep | None = None  # the repeat running now (the last one, after the block)
+        self._runs: list[tuple[list[float], bool]] = []  # finished repeats: (losses, diverged)
+        self._finished = False
+        self._snapshot: Snapshot | None = None
+        self._progress: Progress | None = None
+        self._reducer: distributed.LossReducer | None = None
         self._active = False
         self._recording = False  # _active and not _finished, kept as one flag for record()'s hot path
 
@@ -171,15 +181,13 @@ class RangeTest:
                 self.num_steps * self.repeats, enabled=self.progress, rank_zero=distributed.is_rank_zero()
             )
             self.result = None
-            self._runs: list[list[float]] = []
-            self._diverged = False
+            self._runs = []
             self._finished = False
             self._warned_after_end = False
-            self._buffer: torch.Tensor | None = None  # one window of losses, on the loss's device
-            self._start_repeat()
+            self._sweep = self._new_sweep()
         except BaseException:
             try:
-                if getattr(self, "_snapshot", None) is not None:
+                if self._snapshot is not None:
                     self._snapshot.restore()  # the scheduler may already have set the LR
             finally:
                 self._release()
@@ -190,13 +198,14 @@ class RangeTest:
         )
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             if exc_type is None and not self._finished:
-                self._end_repeat()  # the loop stopped early: keep what was recorded
+                self._end_early()  # the loop stopped early (a break): keep what was recorded
         finally:
             self._active = self._recording = False
             try:
+                assert self._snapshot is not None
                 self._snapshot.restore()
             finally:
                 self._release()
@@ -204,44 +213,50 @@ class RangeTest:
             self.result = self._build_result()
             if distributed.is_rank_zero():  # global rank 0: one line per job, not one per rank
                 logger.info("range test done: %r", self.result)
-        return False
 
     def _release(self) -> None:
-        snapshot = getattr(self, "_snapshot", None)
-        if snapshot is not None:
-            snapshot.release()
+        if self._snapshot is not None:
+            self._snapshot.release()
             self._snapshot = None
-        progress = getattr(self, "_progress", None)
-        if progress is not None:
-            progress.close()
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         with _active_lock:
             _active_optimizers.discard(id(self.optimizer))
 
     # --- the sweep ----------------------------------------------------------
 
-    def _start_repeat(self) -> None:
+    def _new_sweep(self) -> Sweep:
+        reducer, progress = self._reducer, self._progress
+        assert reducer is not None and progress is not None, "only inside the block"
         _set_hyperparams(self.optimizer, self.hyperparams)
-        self._scheduler = LRRangeScheduler(self.optimizer, self.start_lr, self.end_lr, self.num_steps, self.mode)
-        self._lrs = self._scheduler.lrs
-        self._reader = WindowReader(DivergenceRule(self.diverge_threshold, DEFAULT_BETA))
-        self._window: list[Any] = []
-        self._window_has_floats = False
-        self._step = 0
+        done = len(self._runs) * self.num_steps
+        return Sweep(
+            self.optimizer,
+            self.start_lr,
+            self.end_lr,
+            self.num_steps,
+            self.mode,
+            threshold=self.diverge_threshold,
+            check_every=self.check_every,
+            reducer=reducer,
+            on_window=lambda step, lr, smoothed: progress.update(done + step, lr, smoothed),
+        )
 
     @property
     def done(self) -> bool:
-        """True once every point is recorded or the sweep diverged."""
+        """True once every point is recorded or the sweep diverged (False before the block)."""
         return self._finished
 
     @property
     def step(self) -> int:
-        """Points recorded so far in the current repeat."""
-        return self._step
+        """Points recorded so far in the current repeat (0 before the block)."""
+        return 0 if self._sweep is None else self._sweep.step
 
     @property
     def lr(self) -> float:
-        """The LR the optimizer uses for the next step (param group 0)."""
-        return self._lrs[min(self._step, self.num_steps - 1)]
+        """The LR of param group 0 for the next step (before the block: the first LR of the sweep)."""
+        return self._first_lr if self._sweep is None else self._sweep.lr
 
     def record(self, loss: torch.Tensor | float) -> None:
         """Add the loss of the step just taken, then move the LR to the next value.
@@ -251,21 +266,17 @@ class RangeTest:
         """
         # Hot path: a running sweep and a 0-dim tensor, checked with the fewest calls; no op beyond detach().
         if self._recording and type(loss) is torch.Tensor and loss.ndim == 0:
-            self._window.append(loss.detach())
-        elif not self._take(loss):
-            return
-        self._step += 1
-        if self._step >= self.num_steps:
+            ended = self._sweep.push(loss.detach())  # type: ignore[union-attr]
+        else:
+            value = self._take(loss)
+            if value is None:
+                return
+            ended = self._sweep.push(value)  # type: ignore[union-attr]
+        if ended:
             self._end_repeat()
-            return
-        self._scheduler.step()
-        if len(self._window) >= self.check_every:
-            self._flush()
-            if self._reader.first_bad is not None:
-                self._end_repeat()
 
-    def _take(self, loss: Any) -> bool:
-        """The checks and conversions of :meth:`record` off its hot path; True if the point was added."""
+    def _take(self, loss: Any) -> torch.Tensor | float | None:
+        """The checks and conversions of :meth:`record` off its hot path; None if the point is ignored."""
         if not self._active:
             raise RuntimeError("record() must be called inside the `with RangeTest(...)` block")
         if isinstance(loss, torch.Tensor):
@@ -276,8 +287,6 @@ class RangeTest:
             loss = loss.detach() if loss.dim() == 0 else loss.detach().reshape(())
         elif isinstance(loss, bool) or not isinstance(loss, (int, float)):
             raise TypeError(f"loss must be a scalar tensor or a float, got {type(loss).__name__}")
-        else:
-            self._window_has_floats = True
         if self._finished:
             if not self._warned_after_end:
                 warnings.warn(
@@ -286,57 +295,46 @@ class RangeTest:
                     stacklevel=3,
                 )
                 self._warned_after_end = True
-            return False
-        self._window.append(loss)
-        return True
-
-    def _flush(self) -> None:
-        """Hand the window's losses to the reader: read from host memory, or staged on their device."""
-        window, self._window = self._window, []
-        has_floats, self._window_has_floats = self._window_has_floats, False
-        if not window:
-            return
-        if self._read_cpu_directly and self._reducer.world_size == 1 and (has_floats or window[0].is_cpu):
-            # CPU losses already live in host memory: reading them waits for nothing, and
-            # staging them in a tensor first would cost more than the read itself.
-            self._reader.push(window)
-        else:
-            self._reader.push(self._reducer.average(self._stage(window, has_floats)))
-        if self._progress.enabled:
-            self._progress.update(self._points(), self.lr, self._reader.rule.smoothed)
-
-    def _stage(self, window: list[Any], has_floats: bool) -> torch.Tensor:
-        """The window as a 1-d float32 tensor on the losses' device (for a collective, or an accelerator)."""
-        if has_floats:
-            device = self._buffer.device if self._buffer is not None else torch.device("cpu")
-            return torch.tensor([float(v) for v in window], dtype=torch.float32, device=device)
-        # One stack per window into a buffer preallocated on the loss's device: no op per
-        # step, and stream-ordered on CUDA, so the pending host copy of the last window stays valid.
-        buffer = self._buffer
-        if buffer is None or buffer.device != window[0].device:
-            buffer = self._buffer = torch.empty(self.check_every, dtype=torch.float32, device=window[0].device)
-        segment = buffer if len(window) == len(buffer) else buffer[: len(window)]
-        if window[0].dtype == torch.float32:
-            torch.stack(window, out=segment)
-        else:
-            segment.copy_(torch.stack(window))
-        return segment
+            return None
+        if not isinstance(loss, torch.Tensor):
+            assert self._sweep is not None
+            self._sweep.has_floats = True
+        return loss
 
     def _end_repeat(self) -> None:
-        self._flush()
-        self._reader.drain()
-        losses = self._reader.losses
-        if self._reader.first_bad is not None:
-            self._diverged = True
-            losses = losses[: self._reader.first_bad]
-        self._runs.append(losses)
-        self._progress.update(len(self._runs) * self.num_steps, self.lr, self._reader.rule.smoothed)
+        """The sweep ran to ``num_steps`` or diverged: keep it, then start the next repeat from the snapshot."""
+        sweep, snapshot, progress = self._sweep, self._snapshot, self._progress
+        assert sweep is not None and snapshot is not None and progress is not None, "only inside the block"
+        self._runs.append((sweep.close(), sweep.diverged))
+        progress.update(len(self._runs) * self.num_steps, sweep.lr, sweep.reader.rule.smoothed)
         if len(self._runs) < self.repeats:
-            self._snapshot.restore()
-            self._start_repeat()
+            snapshot.restore()
+            self._sweep = self._new_sweep()
         else:
             self._finished = True
             self._recording = False
+
+    def _end_early(self) -> None:
+        """The loop stopped before the last repeat ended: keep the finished repeats, or the partial first one.
+
+        A partial repeat beside finished ones is dropped: averaging it in would
+        shorten every finished curve to its length.
+        """
+        sweep = self._sweep
+        assert sweep is not None
+        losses = sweep.close()
+        if not self._runs:
+            self._runs.append((losses, sweep.diverged))
+        elif losses:
+            logger.info(
+                "repeat %d stopped after %d of %d points and was dropped; the result averages the %d finished repeats",
+                len(self._runs) + 1,
+                len(losses),
+                self.num_steps,
+                len(self._runs),
+            )
+        self._finished = True
+        self._recording = False
 
     def batches(self, iterable: Iterable[T]) -> Iterator[T]:
         """Yield the items of ``iterable`` unchanged until the sweep is done.
@@ -347,12 +345,7 @@ class RangeTest:
         """
         if not self._active:
             raise RuntimeError("batches() must be used inside the `with RangeTest(...)` block")
-        if isinstance(iterable, (str, bytes)) or not (
-            isinstance(iterable, Iterable) or hasattr(iterable, "__getitem__")
-        ):
-            raise TypeError(
-                f"batches() takes an iterable of batches (a DataLoader, a list...), got {type(iterable).__name__}"
-            )
+        check_loader("batches()'s argument", iterable)
         one_shot = isinstance(iterable, Iterator)  # not iter(): that would start a DataLoader's workers
         while not self._finished:
             recorded = self._points()
@@ -369,12 +362,16 @@ class RangeTest:
                     else "the loader yielded no batch on a new pass"
                 )
             if one_shot:
+                points = self._points()
+                self._end_early()
+                kept = len(self._runs)
+                what = f"the {kept} finished repeat(s) are kept" if points >= self.num_steps else "its points are kept"
                 warnings.warn(
-                    f"the iterator ran out after {self._points()} of {self.num_steps * self.repeats} points; the sweep ended early (pass a re-iterable loader)",
+                    f"the iterator ran out after {points} of {self.num_steps * self.repeats} points; the sweep "
+                    f"ended early and {what} (pass a re-iterable loader)",
                     UserWarning,
                     stacklevel=2,
                 )
-                self._end_early()
                 return
             if self._points() == recorded:
                 raise RuntimeError(
@@ -382,25 +379,23 @@ class RangeTest:
                 )
 
     def _points(self) -> int:
-        return len(self._runs) * self.num_steps + self._step
-
-    def _end_early(self) -> None:
-        self.repeats = len(self._runs) + 1
-        self._end_repeat()
+        return len(self._runs) * self.num_steps + self.step
 
     # --- result -------------------------------------------------------------
 
     def _build_result(self) -> RangeTestResult:
-        runs = [np.asarray(r, dtype=np.float64) for r in self._runs]
-        length = min(len(r) for r in runs) if runs else 0
+        """The mean of the kept repeats over their common length, analysed (which cuts it at divergence)."""
+        assert self._sweep is not None
+        runs = [np.asarray(losses, dtype=np.float64) for losses, _ in self._runs]
+        length = min(len(r) for r in runs)
         losses = np.mean([r[:length] for r in runs], axis=0) if length else np.zeros(0)
-        lrs = np.asarray(self._lrs[:length], dtype=np.float64)
-        result = analyze(
-            lrs,
+        return analyze(
+            np.asarray(self._sweep.lrs[:length], dtype=np.float64),
             losses,
             method=self.method,
             diverge_threshold=self.diverge_threshold,
-            diverged=self._diverged,
+            diverged=any(diverged for _, diverged in self._runs),
+            runs=runs if len(runs) > 1 else [],
             start_lr=self.start_lr,
             end_lr=self.end_lr,
             num_steps=self.num_steps,
@@ -408,9 +403,6 @@ class RangeTest:
             repeats=len(runs),
             **({"hyperparams": dict(self.hyperparams)} if self.hyperparams else {}),
         )
-        if len(runs) > 1:
-            result.runs = runs
-        return result
 
 
 def _set_hyperparams(optimizer: Any, hyperparams: dict[str, Any]) -> None:

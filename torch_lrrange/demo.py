@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._modes import evaluating
 from ._optional import require
 
 __all__ = [
@@ -140,10 +141,6 @@ class Setup:
         """A fresh shuffled training loader, the same batch order every time."""
         return _loader(self.train_data, self.seed)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The ``make()`` dict that ``python -m torch_lrrange run`` expects."""
-        return {"model": self.model, "optimizer": self.optimizer, "loader": self.loader, "loss_fn": loss_fn}
-
 
 def make_setup(dataset: str = "digits", data_dir: str | os.PathLike[str] | None = None, seed: int = 0) -> Setup:
     """LeNet (initialised from ``seed``) with Adam at :data:`DEFAULT_LR`, and the data."""
@@ -156,13 +153,11 @@ def make_setup(dataset: str = "digits", data_dir: str | os.PathLike[str] | None 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, data: TensorDataset) -> float:
-    """Fraction of ``data`` that ``model`` classifies correctly (eval mode, restored after)."""
-    was_training = model.training
-    model.eval()
+    """Fraction of ``data`` that ``model`` classifies correctly (eval mode, each submodule's mode restored after)."""
     correct = 0
-    for x, y in _loader(data, 0, shuffle=False):
-        correct += int((model(x).argmax(1) == y).sum())
-    model.train(was_training)
+    with evaluating(model):
+        for x, y in _loader(data, 0, shuffle=False):
+            correct += int((model(x).argmax(1) == y).sum())
     return correct / len(data)
 
 

@@ -65,7 +65,6 @@ class LossReducer:
     def __init__(self, process_group: Any = None) -> None:
         self.process_group = process_group
         self.rank, self.world_size = world(process_group)
-        self.calls = 0  # collectives issued (benchmarks and tests read it)
 
     def average(self, window: torch.Tensor) -> torch.Tensor:
         """The mean of ``window`` over ranks, written into ``window`` (one ``all_reduce``).
@@ -82,7 +81,6 @@ class LossReducer:
             target = window.to(device)
         dist.all_reduce(target, op=dist.ReduceOp.SUM, group=self.process_group)
         target.div_(self.world_size)
-        self.calls += 1
         if target is not window:
             window.copy_(target)
         return window

@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["DEFAULT_BETA", "DEFAULT_THRESHOLD", "DivergenceRule", "WindowReader", "to_host"]
+__all__ = ["DEFAULT_BETA", "DEFAULT_THRESHOLD", "DivergenceRule", "WindowReader", "divergence_index", "to_host"]
 
 DEFAULT_THRESHOLD = 4.0
 DEFAULT_BETA = 0.9
@@ -78,6 +79,22 @@ class DivergenceRule:
                 limit = best + margin * abs(best)
         self.count, self._avg, self._best, self.smoothed = count, avg, best, smoothed
         return bad
+
+
+def divergence_index(losses: Any, threshold: float = DEFAULT_THRESHOLD, beta: float = DEFAULT_BETA) -> int:
+    """Index of the first point that diverged, or ``len(losses)`` if none did.
+
+    :class:`DivergenceRule` over the whole curve, the rule a running sweep
+    applies window by window: where the curve is cut for analysis
+    (:func:`torch_lrrange.analysis.suggest`), and the point at which a sweep stops.
+
+    Example:
+        >>> divergence_index([1.0, 0.9, 0.8, float("nan"), 0.5])
+        3
+    """
+    values = [float(v) for v in np.asarray(losses, dtype=np.float64).reshape(-1)]
+    first_bad = DivergenceRule(threshold, beta).update_many(values)
+    return len(values) if first_bad is None else first_bad
 
 
 class WindowReader:

@@ -1,18 +1,24 @@
-"""``RangeTestResult``: the outcome of a range test as plain data."""
+"""``RangeTestResult``: the outcome of a range test as plain data, and :func:`analyze`, which builds one."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import warnings as _warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
-from .analysis import UnusableCurveError
+from ._checks import check_threshold
+from ._files import atomic_write
+from .analysis import Suggestion, UnusableCurveError, suggest
+from .divergence import DEFAULT_THRESHOLD
 
-__all__ = ["RangeTestResult"]
+__all__ = ["RangeTestResult", "analyze"]
 
 _FORMAT = "torch_lrrange.RangeTestResult"
 _VERSION = 1
@@ -23,32 +29,29 @@ class RangeTestResult:
     """An LR range test's curve and what was read off it.
 
     Attributes:
-        lrs: LR of each recorded point (param group 0), float64 array.
-        losses: raw recorded loss of each point (the mean over repeats and
-            ranks), cut before divergence.
-        smoothed: the smoothed losses the suggestion was read from.
+        lrs: LR of each point read (param group 0), float64 array, cut before divergence.
+        losses: raw loss of each of those points (the mean over repeats and ranks).
+        suggestion: what :func:`~torch_lrrange.analysis.suggest` read off the
+            curve; its fields are also the result's own: ``smoothed`` (the
+            smoothed losses), ``confidence`` (0: no usable suggestion, to 1: clean
+            curve), ``warnings`` (what is wrong with the curve, in words), and
+            ``lr``, ``min_lr``, ``max_lr`` (below).
         method: the analysis method used (see :data:`torch_lrrange.METHODS`).
         diverged: whether the sweep ended by diverging.
-        confidence: 0 (no usable suggestion) to 1 (clean curve).
-        warnings: what is wrong with the curve, in words.
-        runs: raw losses of each repeat, when there were several.
+        runs: raw losses of each repeat, when there were several (each as recorded, also past divergence).
         metadata: how the sweep was run (start_lr, end_lr, num_steps, mode...).
 
     ``lr`` (constant-LR training), ``min_lr`` and ``max_lr`` (cyclic training,
     ``min_lr <= lr <= max_lr``) raise :class:`UnusableCurveError` when the curve
-    supports no suggestion, rather than return a confident-looking number.
+    supports no suggestion, rather than return a confident-looking number
+    (``result.suggestion.lr`` is then None). The JSON of :meth:`save` uses the same names.
     """
 
     lrs: np.ndarray
     losses: np.ndarray
-    smoothed: np.ndarray
+    suggestion: Suggestion
     method: str = "default"
-    suggested_lr: float | None = None
-    suggested_min_lr: float | None = None
-    suggested_max_lr: float | None = None
     diverged: bool = False
-    confidence: float = 0.0
-    warnings: list[str] = field(default_factory=list)
     runs: list[np.ndarray] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -61,17 +64,17 @@ class RangeTestResult:
     @property
     def lr(self) -> float:
         """A single LR for constant-LR training."""
-        return self._get(self.suggested_lr, "lr")
+        return self._get(self.suggestion.lr, "lr")
 
     @property
     def min_lr(self) -> float:
         """Lower bound for cyclic training (CyclicLR's ``base_lr``)."""
-        return self._get(self.suggested_min_lr, "min_lr")
+        return self._get(self.suggestion.min_lr, "min_lr")
 
     @property
     def max_lr(self) -> float:
         """Upper bound for cyclic / one-cycle training (``max_lr``)."""
-        return self._get(self.suggested_max_lr, "max_lr")
+        return self._get(self.suggestion.max_lr, "max_lr")
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -81,7 +84,37 @@ class RangeTestResult:
     @property
     def usable(self) -> bool:
         """Whether the curve gave a suggestion."""
-        return self.suggested_lr is not None
+        return self.suggestion.lr is not None
+
+    @property
+    def smoothed(self) -> np.ndarray:
+        """The smoothed losses the suggestion was read from (same length as ``losses``)."""
+        return self.suggestion.smoothed
+
+    @property
+    def confidence(self) -> float:
+        """0 (no usable suggestion) to 1 (clean curve)."""
+        return self.suggestion.confidence
+
+    @property
+    def warnings(self) -> list[str]:
+        """What is wrong with the curve, in words."""
+        return self.suggestion.warnings
+
+    @property
+    def suggested_lr(self) -> float | None:
+        """Deprecated: ``suggestion.lr``."""
+        return _deprecated("suggested_lr", "suggestion.lr", self.suggestion.lr)
+
+    @property
+    def suggested_min_lr(self) -> float | None:
+        """Deprecated: ``suggestion.min_lr``."""
+        return _deprecated("suggested_min_lr", "suggestion.min_lr", self.suggestion.min_lr)
+
+    @property
+    def suggested_max_lr(self) -> float | None:
+        """Deprecated: ``suggestion.max_lr``."""
+        return _deprecated("suggested_max_lr", "suggestion.max_lr", self.suggestion.max_lr)
 
     def cyclic_lr(self, optimizer: Any, **kwargs: Any):
         """``torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=min_lr, max_lr=max_lr, **kwargs)``."""
@@ -96,15 +129,14 @@ class RangeTestResult:
         return OneCycleLR(optimizer, max_lr=self.max_lr, total_steps=total_steps, **kwargs)
 
     def reanalyze(self, method: str = "default", **options: Any) -> RangeTestResult:
-        """The same curve read with another ``method`` (raw losses, runs and metadata kept)."""
-        from .analysis import analyze
+        """The same curve read with another ``method`` (raw losses, runs and metadata kept).
 
+        ``options``: :func:`analyze` keywords (``diverge_threshold``; default the one saved in ``metadata``).
+        """
         meta = dict(self.metadata)
-        meta.pop("diverge_threshold", None)
-        options.setdefault("diverge_threshold", self.metadata.get("diverge_threshold", 4.0))
-        result = analyze(self.lrs, self.losses, method=method, diverged=self.diverged, **options, **meta)
-        result.runs = [r.copy() for r in self.runs]
-        return result
+        options.setdefault("diverge_threshold", meta.pop("diverge_threshold", DEFAULT_THRESHOLD))
+        runs = [r.copy() for r in self.runs]
+        return analyze(self.lrs, self.losses, method=method, diverged=self.diverged, runs=runs, **options, **meta)
 
     def plot(self, ax: Any = None, path: str | os.PathLike[str] | None = None, *, all_ranks: bool = False) -> Any:
         """Plot loss against LR (log axis) with the suggestion and bounds; needs matplotlib.
@@ -120,7 +152,11 @@ class RangeTestResult:
     # --- plain-data round trip -------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The result as JSON-safe plain data (non-finite numbers become None)."""
+        """The result as JSON-safe plain data (non-finite losses become None).
+
+        Raises ``TypeError``/``ValueError`` naming the ``metadata`` entry that JSON cannot hold
+        (numpy and 0-dim tensor scalars become numbers, tuples lists, paths strings).
+        """
         return {
             "format": _FORMAT,
             "version": _VERSION,
@@ -128,14 +164,14 @@ class RangeTestResult:
             "losses": _floats(self.losses),
             "smoothed": _floats(self.smoothed),
             "method": self.method,
-            "lr": self.suggested_lr,
-            "min_lr": self.suggested_min_lr,
-            "max_lr": self.suggested_max_lr,
+            "lr": self.suggestion.lr,
+            "min_lr": self.suggestion.min_lr,
+            "max_lr": self.suggestion.max_lr,
             "diverged": self.diverged,
             "confidence": self.confidence,
             "warnings": list(self.warnings),
             "runs": [_floats(r) for r in self.runs],
-            "metadata": json.loads(json.dumps(self.metadata, default=str, allow_nan=False)),
+            "metadata": json_value(self.metadata, "metadata"),
         }
 
     @classmethod
@@ -157,17 +193,21 @@ class RangeTestResult:
         runs = data.get("runs", [])
         if not isinstance(runs, list):
             raise ValueError("runs must be a list of lists of numbers")
+        suggestion = Suggestion(
+            lr=_optional_float(data, "lr"),
+            min_lr=_optional_float(data, "min_lr"),
+            max_lr=_optional_float(data, "max_lr"),
+            confidence=_confidence(data),
+            warnings=[_typed({"warnings": w}, "warnings", str) for w in _typed(data, "warnings", list)],
+            smoothed=smoothed,
+            points=len(lrs),
+        )
         return cls(
             lrs=lrs,
             losses=losses,
-            smoothed=smoothed,
+            suggestion=suggestion,
             method=_typed(data, "method", str),
-            suggested_lr=_optional_float(data, "lr"),
-            suggested_min_lr=_optional_float(data, "min_lr"),
-            suggested_max_lr=_optional_float(data, "max_lr"),
             diverged=_typed(data, "diverged", bool),
-            confidence=_confidence(data),
-            warnings=[_typed({"warnings": w}, "warnings", str) for w in _typed(data, "warnings", list)],
             runs=[_array({"runs": r}, "runs") for r in runs],
             metadata=_typed(data, "metadata", dict),
         )
@@ -175,15 +215,17 @@ class RangeTestResult:
     def save(self, path: str | os.PathLike[str], *, all_ranks: bool = False) -> bool:
         """Write the result to ``path`` as JSON; returns whether this process wrote it.
 
-        Under ``torch.distributed`` with several ranks (which all hold the same
+        The file is replaced atomically (written beside it, then renamed): if
+        anything fails, a file already at ``path`` is left as it was. Under
+        ``torch.distributed`` with several ranks (which all hold the same
         result) only rank 0 writes, unless ``all_ranks=True``.
         """
         from .distributed import is_rank_zero
 
         if not (all_ranks or is_rank_zero()):
             return False
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=1, allow_nan=False)
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        atomic_write(path, lambda f: f.write(text))
         return True
 
     @classmethod
@@ -198,10 +240,108 @@ class RangeTestResult:
 
     def __repr__(self) -> str:
         if self.usable:
-            what = f"lr={self.suggested_lr:.3g}, bounds=({self.suggested_min_lr:.3g}, {self.suggested_max_lr:.3g})"
+            what = f"lr={self.suggestion.lr:.3g}, bounds=({self.suggestion.min_lr:.3g}, {self.suggestion.max_lr:.3g})"
         else:
             what = "no suggestion"
-        return f"RangeTestResult({what}, points={len(self.lrs)}, diverged={self.diverged}, confidence={self.confidence:.2f}, method={self.method!r})"
+        return (
+            f"RangeTestResult({what}, points={len(self.lrs)}, diverged={self.diverged}, "
+            f"confidence={self.confidence:.2f}, method={self.method!r})"
+        )
+
+
+def analyze(
+    lrs: Sequence[float] | np.ndarray,
+    losses: Sequence[float] | np.ndarray,
+    *,
+    method: str = "default",
+    diverge_threshold: float = DEFAULT_THRESHOLD,
+    diverged: bool | None = None,
+    runs: Sequence[Sequence[float] | np.ndarray] = (),
+    **metadata: Any,
+) -> RangeTestResult:
+    """Analyse any LR/loss curve and return a :class:`RangeTestResult`.
+
+    The curve is read by :func:`~torch_lrrange.analysis.suggest` (cut at its
+    first diverged point, smoothed, differentiated against log10(lr)); the
+    result keeps the points before the cut.
+
+    Args:
+        lrs: the LR of each point (strictly increasing, > 0).
+        losses: the raw loss of each point (same length).
+        method: a name in :data:`~torch_lrrange.METHODS`: ``"default"``, ``"steepest"``,
+            ``"valley"`` or ``"minimum"``. Default ``"default"``.
+        diverge_threshold: divergence multiple of the best smoothed loss, > 1. Default 4.
+        diverged: whether the sweep ended by diverging (default: whether the
+            curve itself diverges; it is then cut before that point).
+        runs: the raw losses of each repeat the curve averages, kept as ``result.runs``. Default none.
+        **metadata: kept on the result (e.g. ``start_lr``, ``mode``).
+
+    Example:
+        >>> lrs = np.logspace(-5, 0, 100)
+        >>> losses = 2 - np.tanh(np.log10(lrs) + 3) + np.exp(5 * (np.log10(lrs) + 0.5))
+        >>> result = analyze(lrs, losses)
+        >>> result.min_lr <= result.lr <= result.max_lr
+        True
+    """
+    diverge_threshold = check_threshold(diverge_threshold)
+    if diverged is not None and not isinstance(diverged, (bool, np.bool_)):
+        raise TypeError(f"diverged must be True, False or None, got {type(diverged).__name__} {diverged!r}")
+    if isinstance(runs, (str, bytes)) or not isinstance(runs, Sequence):
+        raise TypeError(f"runs must be a list of loss sequences, got {type(runs).__name__}")
+    suggestion = suggest(lrs, losses, method, threshold=diverge_threshold, diverged=bool(diverged))
+    x = np.asarray(lrs, dtype=np.float64).reshape(-1)
+    y = np.asarray(losses, dtype=np.float64).reshape(-1)
+    n = suggestion.points
+    return RangeTestResult(
+        lrs=x[:n],
+        losses=y[:n],
+        suggestion=suggestion,
+        method=method,
+        diverged=bool(n < len(y)) if diverged is None else bool(diverged or n < len(y)),
+        runs=[np.asarray(r, dtype=np.float64).reshape(-1) for r in runs],
+        metadata=dict(metadata, diverge_threshold=diverge_threshold),
+    )
+
+
+def json_value(value: Any, where: str) -> Any:
+    """``value`` as JSON-safe plain data; raises naming ``where`` (e.g. ``metadata['x']``) if it cannot be.
+
+    numpy and one-element tensor scalars become Python numbers, tuples and arrays
+    lists, paths strings; non-finite numbers and other objects are refused.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TypeError(f"{where} is a tensor of shape {tuple(value.shape)}; JSON holds numbers and lists")
+        value = value.item()
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} is {float(value)!r}, which JSON cannot hold (store it as None or a string)")
+        return float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{where} has the key {key!r}; JSON object keys must be strings")
+            out[key] = json_value(item, f"{where}[{key!r}]")
+        return out
+    raise TypeError(f"{where} is a {type(value).__name__}, which JSON cannot hold (use numbers, strings, lists, dicts)")
+
+
+def _deprecated(old: str, new: str, value: Any) -> Any:
+    _warnings.warn(f"RangeTestResult.{old} is deprecated; use result.{new}", DeprecationWarning, stacklevel=3)
+    return value
 
 
 def _reject_constant(name: str) -> None:

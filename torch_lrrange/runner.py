@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._checks import check_int, check_stateful
+from ._checks import check_int, check_loader, check_stateful, keyword_options
+from ._modes import evaluating
 from .context import RangeTest
 from .result import RangeTestResult
 
@@ -125,8 +125,15 @@ def range_test(
         **options: :class:`RangeTest` keywords (start_lr, end_lr, num_steps, extra_state, ...).
 
     Example:
-        >>> result = range_test(model, opt, loader, lambda m, b: F.cross_entropy(m(b[0]), b[1]))
-        >>> result.lr, result.bounds
+        >>> _ = torch.manual_seed(0)
+        >>> model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 2))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        >>> x = torch.randn(640, 10)
+        >>> loader = list(zip(x.split(32), (x[:, 0] > 0).long().split(32)))
+        >>> loss_fn = lambda m, batch: nn.functional.cross_entropy(m(batch[0]), batch[1])
+        >>> result = range_test(model, opt, loader, loss_fn, start_lr=1e-4, end_lr=10, num_steps=80)
+        >>> result.min_lr <= result.lr <= result.max_lr
+        True
     """
     accumulation_steps = check_int("accumulation_steps", accumulation_steps, minimum=1)
     val_every = check_int("val_every", val_every, minimum=1)
@@ -138,14 +145,13 @@ def range_test(
         raise TypeError(
             f"val_loader must be a re-iterable collection of batches (a DataLoader, a list), got {type(val_loader).__name__}"
         )
-    if isinstance(loader, (str, bytes)) or not (isinstance(loader, Iterable) or hasattr(loader, "__getitem__")):
-        raise TypeError(f"loader must be an iterable of batches (a DataLoader, a list...), got {type(loader).__name__}")
+    check_loader("loader", loader)
     if isinstance(device, str):
         try:
             torch.device(device)
         except RuntimeError as err:
             raise ValueError(f"device must name a torch device ('cpu', 'cuda', 'cuda:1', ...), got {device!r}") from err
-    allowed = [name for name in inspect.signature(RangeTest).parameters if name not in ("model", "optimizer")]
+    allowed = keyword_options(RangeTest)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(
@@ -168,9 +174,9 @@ def range_test(
         optimizer.zero_grad()
         total: torch.Tensor | None = None
         last = len(micro_batches) - 1
+        no_sync = getattr(model, "no_sync", None)  # DDP: reduce gradients once per optimizer step
         for i, batch in enumerate(micro_batches):
-            # DDP: reduce gradients once per optimizer step, not once per micro-batch.
-            with model.no_sync() if i < last and hasattr(model, "no_sync") else contextlib.nullcontext():
+            with no_sync() if i < last and no_sync is not None else contextlib.nullcontext():
                 loss = loss_fn(model, batch)
                 scaled = loss / accumulation_steps if accumulation_steps > 1 else loss
                 (scaled if scaler is None else scaler.scale(scaled)).backward()
@@ -219,19 +225,13 @@ def _closure_loss(model: nn.Module, optimizer: Any, loss_fn: LossFn, micro_batch
 
 def _validation_loss(model: nn.Module, val_loader: Iterable[Any], loss_fn: LossFn, device: Any) -> torch.Tensor:
     """Mean per-batch loss over ``val_loader``, in eval mode and without grad; modes restored."""
-    modes = [(m, m.training) for m in model.modules()]
     total: torch.Tensor | None = None
     count = 0
-    try:
-        model.eval()
-        with torch.no_grad():
-            for batch in val_loader:
-                loss = loss_fn(model, batch if device is None else to_device(batch, device)).detach().float()
-                total = loss if total is None else total + loss
-                count += 1
-    finally:
-        for module, training in modes:
-            module.training = training
+    with evaluating(model), torch.no_grad():
+        for batch in val_loader:
+            loss = loss_fn(model, batch if device is None else to_device(batch, device)).detach().float()
+            total = loss if total is None else total + loss
+            count += 1
     if total is None:
         raise ValueError("val_loader is empty: it yielded no batch")
     return total / count

@@ -10,7 +10,15 @@ import numpy as np
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from ._checks import MODES, check_choice, check_int, check_lr_range, check_optimizer, check_positive_float
+from ._checks import (
+    MODES,
+    check_choice,
+    check_int,
+    check_lr_range,
+    check_optimizer,
+    check_positive_float,
+    is_per_group,
+)
 
 __all__ = ["LRRangeScheduler", "range_lr"]
 
@@ -99,7 +107,7 @@ class LRRangeScheduler(LRScheduler):
     ) -> None:
         check_optimizer(optimizer)
         groups = optimizer.param_groups
-        per_group = isinstance(start_lr, (list, tuple)) or isinstance(end_lr, (list, tuple))
+        per_group = is_per_group(start_lr, end_lr)
         starts, ends = check_lr_range(start_lr, end_lr, len(groups) if per_group else None)
         num_steps = check_int("num_steps", num_steps, minimum=2)
         mode = check_choice("mode", mode, MODES)
@@ -141,11 +149,16 @@ class LRRangeScheduler(LRScheduler):
         """LRs of param group 0 at every step of the sweep, in order."""
         return [row[0] for row in self._table]
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:
         """LR of each param group at the current step (``last_epoch``)."""
         return list(self._table[min(self.last_epoch, self.num_steps - 1)])
 
-    _get_closed_form_lr = get_lr
+    def get_last_lr(self) -> list[float | torch.Tensor]:
+        """The LR of each param group set by the last step; a tensor LR gives a new tensor (a copy, never an alias)."""
+        return [
+            torch.tensor(v, dtype=g["lr"].dtype, device=g["lr"].device) if isinstance(g["lr"], torch.Tensor) else v
+            for v, g in zip(self._last_lr, self.optimizer.param_groups)
+        ]
 
     def step(self, epoch: int | None = None) -> None:
         """Move every param group to the LR of the next step (or of step ``epoch``)."""

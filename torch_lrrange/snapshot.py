@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import random
 import shutil
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from ._checks import check_choice, check_optimizer, check_stateful
+from ._modes import Modes
 
 __all__ = ["WHERE", "Snapshot", "SnapshotError"]
 
@@ -52,15 +54,27 @@ class _Handle:
         self.key, self.device, self.dtype, self.shape, self.dtensor = key, device, dtype, shape, dtensor
 
 
+@functools.cache
+def _dtensor_type() -> tuple[type, ...]:
+    """``(DTensor,)`` where torch.distributed has it, else ``()`` (``isinstance(x, ())`` is False)."""
+    if not torch.distributed.is_available():
+        return ()
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch < 2.4
+        from torch.distributed._tensor import DTensor
+    return (DTensor,)
+
+
 def _local(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor holding this process's data (the local shard of a DTensor)."""
-    return tensor.to_local() if type(tensor).__name__ == "DTensor" else tensor
+    return tensor.to_local() if isinstance(tensor, _dtensor_type()) else tensor  # type: ignore[attr-defined]
 
 
 def _dtensor_spec(tensor: torch.Tensor) -> tuple[Any, ...] | None:
-    if type(tensor).__name__ != "DTensor":
+    if not isinstance(tensor, _dtensor_type()):
         return None
-    return (tensor.device_mesh, tuple(tensor.placements), tensor.shape, tensor.stride())
+    return (tensor.device_mesh, tuple(tensor.placements), tensor.shape, tensor.stride())  # type: ignore[attr-defined]
 
 
 class _Store:
@@ -146,13 +160,9 @@ class _Store:
             value = value.clone()
         if handle.dtensor is None:
             return value
-        try:
-            from torch.distributed.tensor import DTensor
-        except ImportError:  # torch < 2.4
-            from torch.distributed._tensor import DTensor
-
+        (dtensor,) = _dtensor_type()
         mesh, placements, shape, stride = handle.dtensor
-        return DTensor.from_local(value, mesh, placements, run_check=False, shape=shape, stride=stride)
+        return dtensor.from_local(value, mesh, placements, run_check=False, shape=shape, stride=stride)  # type: ignore[attr-defined]
 
     def copy_into(self, handle: _Handle, live: torch.Tensor) -> None:
         """Write the stored value into ``live`` in place; call under ``torch.no_grad()``."""
@@ -198,8 +208,17 @@ def _scaler_stages(obj: Any) -> Any:
     Without it, a test interrupted between ``scaler.unscale_()`` and ``scaler.update()``
     would leave the scaler refusing the next ``unscale_()``.
     """
+    if not isinstance(obj, _grad_scaler_types()):
+        return None
     stages = getattr(obj, "_per_optimizer_states", None)
     return copy.deepcopy(stages) if isinstance(stages, dict) else None
+
+
+@functools.cache
+def _grad_scaler_types() -> tuple[type, ...]:
+    """torch's GradScaler classes (``torch.amp.GradScaler`` from torch 2.3, ``torch.cuda.amp.GradScaler`` before)."""
+    found = [getattr(torch.amp, "GradScaler", None), getattr(torch.cuda.amp, "GradScaler", None)]
+    return tuple(c for c in found if isinstance(c, type))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -260,6 +279,22 @@ class Snapshot:
         >>> snap.restore()   # model, optimizer and RNGs are back
     """
 
+    model: nn.Module
+    optimizer: Any
+    extra: tuple[Any, ...]
+    where: str
+    _model_state: dict[str, Any]
+    _buffers: dict[str, _Handle]
+    _modes: Modes
+    _loose: list[tuple[torch.Tensor, _Handle]]
+    _grads: list[tuple[torch.Tensor, _Handle | None]]
+    _groups: list[tuple[dict[str, Any], dict[str, Any]]]
+    _opt_state: dict[Any, Any] | None
+    _opt_state_dict: Any
+    _extra: list[Any]
+    _scaler_stages: list[Any]
+    _rng: dict[str, Any]
+
     def __init__(self) -> None:  # use Snapshot.take
         self._store: _Store | None = None
 
@@ -290,7 +325,7 @@ class Snapshot:
             self._model_state = {k: _pack(store, v) for k, v in state.items()}
             persistent = set(state)
             self._buffers = {n: store.put(b) for n, b in model.named_buffers() if n not in persistent and b is not None}
-            self._modes = [(m, m.training) for m in model.modules()]
+            self._modes = Modes(model)
             in_model = {id(t) for t in state.values() if isinstance(t, torch.Tensor)}
             params = _optimizer_params(optimizer)
             self._loose = [(p, store.put(p)) for p in params if id(p) not in in_model]
@@ -391,8 +426,16 @@ class Snapshot:
         tensors = {
             k: h for k, h in self._model_state.items() if isinstance(h, _Handle) and isinstance(live[k], torch.Tensor)
         }
-        # Metadata only, before any write: a tensor that changed shape leaves the model untouched.
+        # Metadata only, before any write: a tensor that changed shape, or a non-persistent
+        # buffer that was removed, leaves the model untouched.
+        buffers = dict(self.model.named_buffers())
+        removed = [name for name in self._buffers if buffers.get(name) is None]
+        if removed:
+            raise SnapshotError(
+                f"non-persistent buffers were removed since the snapshot ({removed[:5]}); nothing was restored"
+            )
         reshaped = [k for k, h in tensors.items() if _local(live[k].detach()).shape != h.shape]
+        reshaped += [n for n, h in self._buffers.items() if _local(buffers[n].detach()).shape != h.shape]
         if reshaped:
             raise SnapshotError(
                 f"model tensors changed shape since the snapshot ({reshaped[:5]}); nothing was restored"
@@ -405,20 +448,18 @@ class Snapshot:
         other = {k: _unpack(store, v) for k, v in self._model_state.items() if k not in tensors}
         if other:
             self.model.load_state_dict(other, strict=False)
-        buffers = dict(self.model.named_buffers())
         for name, handle in self._buffers.items():
             store.copy_into(handle, buffers[name])
-        for module, training in self._modes:
-            module.training = training
+        self._modes.restore()
         for param, handle in self._loose:
             store.copy_into(handle, param)
-        for param, handle in self._grads:
-            if handle is None:
+        for param, grad in self._grads:
+            if grad is None:
                 param.grad = None
             elif param.grad is not None and param.grad.shape == param.shape:
-                store.copy_into(handle, param.grad)
+                store.copy_into(grad, param.grad)
             else:
-                param.grad = store.fresh(handle)
+                param.grad = store.fresh(grad)
 
     def _restore_optimizer(self, store: _Store) -> None:
         optimizer = self.optimizer

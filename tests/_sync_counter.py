@@ -1,7 +1,6 @@
 """Count the tensor calls that make the host wait for an accelerator.
 
-Used by the tests and benchmarks to hold the sweep to its sync budget; handy to
-audit your own training step too.
+Used by the tests (and ``benchmarks/overhead.py``) to hold the sweep to its sync budget.
 
 Example:
     >>> with SyncCounter() as syncs:

@@ -1,0 +1,34 @@
+"""Atomic file writes: a file is replaced whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable
+from typing import IO, Any
+
+__all__ = ["atomic_write"]
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], *, binary: bool = False) -> None:
+    """Call ``write(file)`` on a new temporary file beside ``path``, then rename it to ``path``.
+
+    On any error (also KeyboardInterrupt) the temporary file is removed and a
+    file already at ``path`` is left as it was. The new file gets the
+    permissions a plain ``open(path, "w")`` would give it (the umask applies).
+    """
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
