@@ -143,3 +143,23 @@ def test_tensorboard_rejects_a_non_writer():
 
     with pytest.raises(TypeError, match=r"writer must be a SummaryWriter .* got str"):
         log_to_tensorboard(analyze(*_curve()), "runs/")
+
+
+def test_a_failed_plot_leaves_the_previous_png_intact(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    lrs = np.logspace(-5, 0, 60)
+    result = analyze(lrs, 2 - np.tanh(np.log10(lrs) + 3) + np.exp(5 * (np.log10(lrs) + 0.5)))
+    path = tmp_path / "lr_range.png"
+    result.plot(path=path)
+    saved = path.read_bytes()
+    real = Figure.savefig
+
+    def half_written(self, fname, **kwargs):
+        real(self, fname, **kwargs)  # the bytes reach the file, then the write fails
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_written)
+    with pytest.raises(OSError, match="No space left on device"):
+        result.plot(path=path)
+    assert path.read_bytes() == saved and sorted(p.name for p in tmp_path.iterdir()) == ["lr_range.png"]

@@ -177,3 +177,29 @@ def test_a_range_test_used_twice_runs_every_repeat_both_times():
     with tester as rt:
         _loop(rt, model, opt, batches(7))
     assert tester.repeats == 3 and len(rt.result.runs) == 3 and rt.result.metadata["repeats"] == 3
+
+
+def _one_shot_sweep(batch_count, num_steps=10, repeats=3):
+    model, opt = make()
+    before = Restored(model, opt)
+    data = iter(batches(batch_count))  # a one-shot iterator, as a generator expression or iter(loader) gives
+    with pytest.warns(UserWarning, match=r"the iterator ran out after .* points; the sweep ended early"):
+        result = range_test(model, opt, data, loss_fn, start_lr=1e-4, end_lr=1.0, num_steps=num_steps, repeats=repeats)
+    before.check()
+    return result
+
+
+def test_a_one_shot_iterator_that_runs_out_mid_repeat_keeps_the_finished_repeats_whole():
+    result = _one_shot_sweep(25)  # 2 finished repeats of 10, then 5 points of the third
+    assert len(result.lrs) == 10 and len(result.runs) == 2 and result.metadata["repeats"] == 2
+    np.testing.assert_array_equal(result.losses, np.mean(result.runs, axis=0))
+
+
+def test_a_one_shot_iterator_that_runs_out_at_a_repeat_boundary_keeps_every_finished_repeat():
+    result = _one_shot_sweep(20)
+    assert len(result.lrs) == 10 and len(result.runs) == 2
+
+
+def test_a_one_shot_iterator_that_runs_out_in_the_first_repeat_keeps_its_points():
+    result = _one_shot_sweep(7)
+    assert len(result.lrs) == 7 and result.runs == []

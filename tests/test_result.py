@@ -146,3 +146,58 @@ def test_renamed_names_still_work_with_a_deprecation_warning():
             assert getattr(result, old) == getattr(result, new)
     with pytest.warns(DeprecationWarning, match="import it as torch_lrrange.analyze"):
         assert torch_lrrange.analysis.analyze is analyze
+
+
+def test_save_never_leaves_a_half_written_file(tmp_path):
+    """A value JSON cannot hold: the error names the field, and the file saved before is intact."""
+    lrs, losses = _curve()
+    path = tmp_path / "lr_range.json"
+    analyze(lrs, losses, start_lr=1e-6).save(path)
+    saved = path.read_bytes()
+    bad = analyze(lrs, losses, start_lr=1e-6, note={"gain": float("nan")})
+    with pytest.raises(ValueError, match=r"metadata\['note'\]\['gain'\] is nan, which JSON cannot hold"):
+        bad.save(path)
+    assert path.read_bytes() == saved and sorted(p.name for p in tmp_path.iterdir()) == ["lr_range.json"]
+
+
+def test_save_interrupted_while_writing_leaves_the_old_file(tmp_path, monkeypatch):
+    lrs, losses = _curve()
+    path = tmp_path / "lr_range.json"
+    result = analyze(lrs, losses)
+    result.save(path)
+    saved = path.read_bytes()
+    real_fsync = __import__("os").fsync
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        result.save(path)
+    monkeypatch.setattr("os.fsync", real_fsync)
+    assert path.read_bytes() == saved and sorted(p.name for p in tmp_path.iterdir()) == ["lr_range.json"]
+
+
+def test_an_object_json_cannot_hold_is_named():
+    lrs, losses = _curve()
+    with pytest.raises(TypeError, match=r"metadata\['device'\] is a device, which JSON cannot hold"):
+        analyze(lrs, losses, device=torch.device("cpu")).to_dict()
+
+
+def test_numpy_and_tensor_scalars_come_back_as_numbers(tmp_path):
+    lrs, losses = _curve()
+    result = analyze(
+        lrs,
+        losses,
+        start_lr=np.float32(1e-4),
+        num_steps=np.int64(100),
+        flag=np.bool_(True),
+        scale=torch.tensor(0.5),
+        betas=(np.float64(0.9), 0.99),
+    )
+    path = tmp_path / "r.json"
+    result.save(path)
+    meta = RangeTestResult.load(path).metadata
+    assert meta["start_lr"] == float(np.float32(1e-4)) and isinstance(meta["start_lr"], float)
+    assert meta["num_steps"] == 100 and isinstance(meta["num_steps"], int)
+    assert meta["flag"] is True and meta["scale"] == 0.5 and meta["betas"] == [0.9, 0.99]

@@ -159,9 +159,9 @@ def test_the_optimizer_step_is_not_patched():
         ({"end_lr": math.inf}, ValueError, r"end_lr must be a finite real number > 0, got inf"),
         ({"start_lr": "1e-3"}, TypeError, r"start_lr must be a finite real number > 0, got str '1e-3'"),
         ({"start_lr": 1.0, "end_lr": 0.5}, ValueError, r"end_lr must be > start_lr, got start_lr=1.0 and end_lr=0.5"),
-        ({"num_steps": 1}, ValueError, r"num_steps must be an int >= 2, got 1"),
-        ({"num_steps": 10.0}, TypeError, r"num_steps must be an int >= 2, got float 10.0"),
-        ({"num_steps": True}, TypeError, r"num_steps must be an int >= 2, got bool"),
+        ({"num_steps": 1}, ValueError, r"num_steps must be an int in \[2, 10000000\], got 1"),
+        ({"num_steps": 10.0}, TypeError, r"num_steps must be an int in \[2, 10000000\], got float 10.0"),
+        ({"num_steps": True}, TypeError, r"num_steps must be an int in \[2, 10000000\], got bool"),
         ({"mode": "cosine"}, ValueError, r"mode must be one of 'exp', 'linear', got 'cosine'"),
         ({"mode": None}, TypeError, r"mode must be one of 'exp', 'linear', got NoneType"),
     ],
@@ -183,3 +183,16 @@ def test_not_an_optimizer_is_a_type_error():
 def test_range_lr_rejects_negative_steps():
     with pytest.raises(ValueError, match=r"step must be an int >= 0"):
         range_lr(-1, 1e-3, 1.0, 5)
+
+
+def test_an_overflowing_or_too_narrow_range_is_refused_before_the_groups_change():
+    opt = _sgd(0.1)
+    with pytest.raises(
+        ValueError, match=r"end_lr / start_lr must be a finite ratio, got start_lr=1e-07 and end_lr=1e\+302"
+    ):
+        LRRangeScheduler(opt, start_lr=1e-7, end_lr=1e302, num_steps=10)
+    with pytest.raises(ValueError, match="are too close for 100 distinct LRs"):
+        LRRangeScheduler(opt, start_lr=1.0, end_lr=1.0 + 1e-15, num_steps=100)
+    assert opt.param_groups[0]["lr"] == 0.1 and "initial_lr" not in opt.param_groups[0]
+    with pytest.raises(ValueError, match="end_lr / start_lr must be a finite ratio"):
+        range_lr(3, 1e-7, 1e302, 10)

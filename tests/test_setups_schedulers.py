@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from _setup_helpers import check_curve, consume_rng, mlp, mse, regression_data
@@ -56,10 +58,15 @@ def _train(model, opt, sched, data, steps: int, seed: int) -> list[float]:
     return lrs
 
 
-@pytest.mark.parametrize("in_loop", [False, True], ids=["scheduler-paused", "scheduler-stepped-in-loop"])
+@pytest.mark.parametrize("where", ["paused", "before-record", "after-record"])
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
 @pytest.mark.parametrize("sched_name", list(SCHEDULERS))
-def test_range_test_mid_training_with_a_scheduler(sched_name, opt_name, in_loop):
+def test_range_test_mid_training_with_a_scheduler(sched_name, opt_name, where):
+    """The user's scheduler paused, or left in the loop before or after ``rt.record()``.
+
+    The sweep's LRs are the ones every step uses (read by a hook that runs right
+    before the step); a scheduler that changes what the next step would use warns.
+    """
     data = regression_data()
     model, opt, sched = _build(sched_name, opt_name)
     twin_model, twin_opt, twin_sched = _build(sched_name, opt_name)
@@ -70,21 +77,33 @@ def test_range_test_mid_training_with_a_scheduler(sched_name, opt_name, in_loop)
     saved = Restored(model, opt, sched)  # compares the scheduler's state_dict and every param-group key
 
     lrs, losses = [], []
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, extra_state=[sched]) as rt:
-        for batch in rt.batches(data):
-            consume_rng()
-            lrs.append(opt.param_groups[0]["lr"])
-            opt.zero_grad()
-            loss = mse(model, batch)
-            loss.backward()
-            opt.step()
-            if in_loop:  # the user's loop kept its scheduler.step(): record() sets the sweep's LR after it
-                _step_scheduler(sched, loss)
-            rt.record(loss)
-            losses.append(loss.item())
+    hook = opt.register_step_pre_hook(lambda o, args, kwargs: lrs.append(o.param_groups[0]["lr"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, extra_state=[sched]) as rt:
+            for batch in rt.batches(data):
+                consume_rng()
+                opt.zero_grad()
+                loss = mse(model, batch)
+                loss.backward()
+                opt.step()
+                if where == "before-record":  # record() then sets the sweep's LR for the next step
+                    _step_scheduler(sched, loss)
+                rt.record(loss)
+                if where == "after-record":  # would set the next step's LR: the sweep puts its own back
+                    _step_scheduler(sched, loss)
+                losses.append(loss.item())
+    hook.remove()
     check_curve(rt.result, losses, start_lr=START, end_lr=END, num_steps=STEPS, lrs_seen=lrs)
     saved.check()
     assert [set(g) for g in opt.param_groups] == group_keys
+    behind = [w for w in caught if "changed behind its back" in str(w.message)]
+    moves_lr = where == "after-record"
+    cycles_momentum = where != "paused" and sched_name == "OneCycleLR"
+    assert len(behind) == (1 if moves_lr or cycles_momentum else 0), [str(w.message) for w in caught]
+    if behind:
+        assert behind[0].filename == __file__  # points at the user's rt.record() line
+        assert ("group 0 lr " in str(behind[0].message)) == moves_lr
 
     after = _train(model, opt, sched, data, AFTER, seed=2)
     twin_after = _train(twin_model, twin_opt, twin_sched, data, AFTER, seed=2)

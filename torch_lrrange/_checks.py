@@ -12,9 +12,12 @@ import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 MODES = ("exp", "linear")
+#: Most points a sweep may have: its LR table is precomputed (8 bytes per point and param group).
+MAX_STEPS = 10_000_000
 
 
 def _shown(value: Any) -> str:
@@ -22,10 +25,34 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def scalar(value: Any) -> Any:
+    """A one-element tensor or a 0-d numpy array as a Python number (read once, off any hot path); else ``value``.
+
+    numpy scalars (``np.float32(1e-3)``) pass through: they are ``numbers.Real`` already.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        return value.item()
+    return value
+
+
+def check_real(name: str, value: Any) -> float:
+    """Return ``value`` (a real number, numpy scalar or one-element tensor; not a bool) as a float."""
+    value = scalar(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_shown(value)}")
+    return float(value)
+
+
 def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as a float; it must be a finite real number > 0 (or >= 0)."""
+    """Return ``value`` as a float; it must be a finite real number > 0 (or >= 0).
+
+    A numpy scalar or a one-element tensor is accepted and read as a Python float.
+    """
     bound = ">= 0" if allow_zero else "> 0"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    value = scalar(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a finite real number {bound}, got {type(value).__name__} {_shown(value)}")
     value = float(value)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
@@ -33,13 +60,24 @@ def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> 
     return value
 
 
-def check_int(name: str, value: Any, *, minimum: int) -> int:
-    """Return ``value``; it must be an int (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {_shown(value)}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+def check_int(name: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
+    """Return ``value`` as an int; it must be an integer (not a bool) >= ``minimum`` (and <= ``maximum``).
+
+    numpy integers and one-element integer tensors are accepted.
+    """
+    value = scalar(value)
+    allowed = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {_shown(value)}")
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def check_num_steps(value: Any) -> int:
+    """``num_steps``: an int in [2, :data:`MAX_STEPS`]."""
+    return check_int("num_steps", value, minimum=2, maximum=MAX_STEPS)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -98,9 +136,14 @@ def check_lr_range(start_lr: Any, end_lr: Any, num_groups: int | None = None) ->
     starts = starts * n if len(starts) == 1 else starts
     ends = ends * n if len(ends) == 1 else ends
     for i, (s, e) in enumerate(zip(starts, ends)):
+        where = "" if n == 1 else f" (param group {i})"
         if not e > s:
-            where = "" if n == 1 else f" (param group {i})"
             raise ValueError(f"end_lr must be > start_lr{where}, got start_lr={s!r} and end_lr={e!r}")
+        if not math.isfinite(e / s):
+            raise ValueError(
+                f"end_lr / start_lr{where} must be a finite ratio, got start_lr={s!r} and end_lr={e!r}, whose "
+                "ratio overflows a float: narrow the range"
+            )
     return starts, ends
 
 
@@ -220,11 +263,7 @@ def _check_hyperparam(key: str, value: Any, current: Any) -> Any:
 
 
 def _check_real(name: str, key: str, value: Any) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()  # once, before the sweep
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_shown(value)}")
-    value = float(value)
+    value = check_real(name, value)
     domain = _DOMAINS.get(key, "(-inf, inf)")
     low, high = (float(v) for v in domain[1:-1].split(", "))
     inside = (low <= value if domain[0] == "[" else low < value) and (

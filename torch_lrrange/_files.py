@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "save_figure"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], *, binary: bool = False) -> None:
@@ -32,3 +32,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+    """``fig.savefig(path, **kwargs)`` through :func:`atomic_write` (the format from the path's extension)."""
+    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    kwargs.setdefault("format", suffix or None)
+    atomic_write(path, lambda f: fig.savefig(f, **kwargs), binary=True)

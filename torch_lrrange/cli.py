@@ -299,6 +299,8 @@ def _check_lrs(parser: argparse.ArgumentParser, options: Mapping[str, Any]) -> N
     start, end = options.get("start_lr"), options.get("end_lr")
     if isinstance(start, float) and isinstance(end, float) and not end > start:
         parser.error(f"--end-lr must be greater than --start-lr, got --start-lr {start:g} and --end-lr {end:g}")
+    if isinstance(start, float) and isinstance(end, float) and not math.isfinite(end / start):
+        parser.error(f"--end-lr / --start-lr overflows a float ({end:g} / {start:g}): narrow the range")
 
 
 def _out_dir(parser: argparse.ArgumentParser, out: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,7 @@ from ._checks import (
     check_int,
     check_loader,
     check_lr_range,
+    check_num_steps,
     check_optimizer,
     check_stateful,
     check_threshold,
@@ -27,8 +29,10 @@ from ._checks import (
 )
 from .analysis import METHODS
 from .divergence import DEFAULT_THRESHOLD
+from .loaders import LoaderState
 from .progress import Progress
 from .result import RangeTestResult, analyze
+from .schedule import lr_table
 from .snapshot import WHERE, Snapshot
 from .sweep import Sweep
 
@@ -126,11 +130,11 @@ class RangeTest:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_optimizer(optimizer)
-        starts, _ = check_lr_range(
-            start_lr, end_lr, len(optimizer.param_groups) if is_per_group(start_lr, end_lr) else None
-        )
-        self.num_steps = check_int("num_steps", num_steps, minimum=2)
+        per_group = is_per_group(start_lr, end_lr)
+        starts, ends = check_lr_range(start_lr, end_lr, len(optimizer.param_groups) if per_group else None)
+        self.num_steps = check_num_steps(num_steps)
         self.mode = check_choice("mode", mode, MODES)
+        lr_table(starts, ends, self.num_steps, self.mode)  # refuses ranges too narrow for distinct LRs, now
         if isinstance(extra_state, (str, bytes)) or not isinstance(extra_state, Iterable):
             raise TypeError(
                 f"extra_state must be a tuple or list of objects with state_dict(), got {type(extra_state).__name__}"
@@ -148,8 +152,9 @@ class RangeTest:
         self.hyperparams = check_hyperparams(hyperparams, optimizer)
         self.model = model
         self.optimizer = optimizer
-        self.start_lr = start_lr
-        self.end_lr = end_lr
+        # as checked Python floats (also from numpy or tensor scalars): plain data in result.metadata
+        self.start_lr: float | list[float] = starts if per_group else starts[0]
+        self.end_lr: float | list[float] = ends if per_group else ends[0]
         self.process_group = process_group
         self.progress = progress
         self.result: RangeTestResult | None = None
@@ -159,6 +164,7 @@ class RangeTest:
         self._finished = False
         self._snapshot: Snapshot | None = None
         self._progress: Progress | None = None
+        self._loaders: list[LoaderState] = []  # of batches(): put back on exit
         self._reducer: distributed.LossReducer | None = None
         self._active = False
         self._recording = False  # _active and not _finished, kept as one flag for record()'s hot path
@@ -184,6 +190,8 @@ class RangeTest:
             self._runs = []
             self._finished = False
             self._warned_after_end = False
+            self._loaders = []
+            self._sweep = None
             self._sweep = self._new_sweep()
         except BaseException:
             try:
@@ -215,14 +223,22 @@ class RangeTest:
                 logger.info("range test done: %r", self.result)
 
     def _release(self) -> None:
-        if self._snapshot is not None:
-            self._snapshot.release()
-            self._snapshot = None
-        if self._progress is not None:
-            self._progress.close()
-            self._progress = None
-        with _active_lock:
-            _active_optimizers.discard(id(self.optimizer))
+        """Free what the block holds and put the loaders back; each step runs even if one before it fails."""
+        loaders, self._loaders = self._loaders, []
+        try:
+            if self._sweep is not None:
+                self._sweep.release()
+            if self._snapshot is not None:
+                self._snapshot.release()
+                self._snapshot = None
+            if self._progress is not None:
+                self._progress.close()
+                self._progress = None
+        finally:
+            with _active_lock:
+                _active_optimizers.discard(id(self.optimizer))
+            for loader in loaders:
+                loader.restore()
 
     # --- the sweep ----------------------------------------------------------
 
@@ -241,6 +257,7 @@ class RangeTest:
             check_every=self.check_every,
             reducer=reducer,
             on_window=lambda step, lr, smoothed: progress.update(done + step, lr, smoothed),
+            hold=tuple(self.hyperparams),
         )
 
     @property
@@ -285,8 +302,10 @@ class RangeTest:
                     f"loss must be a scalar (0-dim tensor or float), got a tensor of shape {tuple(loss.shape)}"
                 )
             loss = loss.detach() if loss.dim() == 0 else loss.detach().reshape(())
-        elif isinstance(loss, bool) or not isinstance(loss, (int, float)):
-            raise TypeError(f"loss must be a scalar tensor or a float, got {type(loss).__name__}")
+        elif isinstance(loss, (bool, np.bool_)) or not isinstance(loss, numbers.Real):
+            raise TypeError(f"loss must be a scalar tensor or a real number, got {type(loss).__name__}")
+        else:
+            loss = float(loss)  # numpy scalars too
         if self._finished:
             if not self._warned_after_end:
                 warnings.warn(
@@ -346,6 +365,7 @@ class RangeTest:
         if not self._active:
             raise RuntimeError("batches() must be used inside the `with RangeTest(...)` block")
         check_loader("batches()'s argument", iterable)
+        self._loaders.append(LoaderState(iterable, stacklevel=2))  # put back on exit (generators, worker pools)
         one_shot = isinstance(iterable, Iterator)  # not iter(): that would start a DataLoader's workers
         while not self._finished:
             recorded = self._points()

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ._files import save_figure
 from ._optional import require
 
 __all__ = ["plot_result"]
@@ -85,7 +86,7 @@ def plot_result(
         from .distributed import is_rank_zero
 
         if all_ranks or is_rank_zero():
-            fig.savefig(path, dpi=110, bbox_inches="tight")
+            save_figure(fig, path, dpi=110, bbox_inches="tight")
         if created:
             import matplotlib.pyplot as plt
 

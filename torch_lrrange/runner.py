@@ -13,6 +13,7 @@ from torch import nn
 from ._checks import check_int, check_loader, check_stateful, keyword_options
 from ._modes import evaluating
 from .context import RangeTest
+from .loaders import restoring
 from .result import RangeTestResult
 
 __all__ = ["range_test", "to_device"]
@@ -190,7 +191,7 @@ def range_test(
         assert total is not None
         return total / accumulation_steps if accumulation_steps > 1 else total
 
-    with tester as rt:
+    with restoring([loader, val_loader], stacklevel=2), tester as rt:
         micro_batches: list[Any] = []
         steps = 0
         for batch in rt.batches(_passes(loader)):

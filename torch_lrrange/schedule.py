@@ -15,12 +15,13 @@ from ._checks import (
     check_choice,
     check_int,
     check_lr_range,
+    check_num_steps,
     check_optimizer,
     check_positive_float,
     is_per_group,
 )
 
-__all__ = ["LRRangeScheduler", "range_lr"]
+__all__ = ["LRRangeScheduler", "lr_table", "range_lr"]
 
 
 def range_lr(step: Any, start_lr: float, end_lr: float, num_steps: int, mode: str = "exp") -> Any:
@@ -36,7 +37,7 @@ def range_lr(step: Any, start_lr: float, end_lr: float, num_steps: int, mode: st
         array([0.001, 0.01 , 0.1  ])
     """
     check_choice("mode", mode, MODES)
-    num_steps = check_int("num_steps", num_steps, minimum=2)
+    num_steps = check_num_steps(num_steps)
     check_positive_float("start_lr", start_lr)  # one sweep: a float, not one per param group
     check_positive_float("end_lr", end_lr)
     (start_lr,), (end_lr,) = check_lr_range(start_lr, end_lr)
@@ -109,7 +110,7 @@ class LRRangeScheduler(LRScheduler):
         groups = optimizer.param_groups
         per_group = is_per_group(start_lr, end_lr)
         starts, ends = check_lr_range(start_lr, end_lr, len(groups) if per_group else None)
-        num_steps = check_int("num_steps", num_steps, minimum=2)
+        num_steps = check_num_steps(num_steps)
         mode = check_choice("mode", mode, MODES)
         last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
         if last_epoch == -1:
@@ -129,6 +130,7 @@ class LRRangeScheduler(LRScheduler):
             ratios = [b / base[0] for b in base]
             starts = [starts[0] * r for r in ratios]
             ends = [ends[0] * r for r in ratios]  # ratios[0] == 1.0: group 0's endpoints stay exact
+        table = lr_table(starts, ends, num_steps, mode)  # checks the ranges
         if last_epoch == -1:  # only once every check passed: a refused call leaves the groups untouched
             for group in groups:
                 lr = group["lr"]
@@ -139,7 +141,7 @@ class LRRangeScheduler(LRScheduler):
         self.num_steps = num_steps
         self.mode = mode
         self.base_lrs = [_as_float(g["initial_lr"]) for g in groups]
-        self._table = _lr_table(starts, ends, num_steps, mode)
+        self._table = table
         self.last_epoch = last_epoch
         self._step_count = 0
         self.step()
@@ -177,6 +179,7 @@ class LRRangeScheduler(LRScheduler):
                 current.fill_(lr)
             else:
                 group["lr"] = lr
+        self._row = values  # the table row: the LR of each group now (floats)
         self._last_lr = list(values)
 
     def state_dict(self) -> dict[str, Any]:
@@ -200,18 +203,30 @@ class LRRangeScheduler(LRScheduler):
                 f"state_dict holds LRs for {len(merged['start_lrs'])} param groups, the optimizer has "
                 f"{len(self.optimizer.param_groups)}"
             )
-        table = _lr_table(merged["start_lrs"], merged["end_lrs"], merged["num_steps"], merged["mode"])
+        table = lr_table(merged["start_lrs"], merged["end_lrs"], merged["num_steps"], merged["mode"])
         self.__dict__.update(state)
         self._table = table
 
 
-def _lr_table(starts: list[float], ends: list[float], num_steps: int, mode: str) -> list[tuple[float, ...]]:
-    """Row ``i``: the LR of each param group at step ``i``; checks its arguments first."""
+def lr_table(starts: list[float], ends: list[float], num_steps: int, mode: str) -> list[tuple[float, ...]]:
+    """Row ``i``: the LR of each param group at step ``i``; checks its arguments first.
+
+    Raises ``ValueError`` when a group's range is too narrow for ``num_steps``
+    distinct LRs (float rounding would repeat values).
+    """
     check_choice("mode", mode, MODES)
-    num_steps = check_int("num_steps", num_steps, minimum=2)
-    for start, end in zip(starts, ends):
+    num_steps = check_num_steps(num_steps)
+    columns = []
+    for i, (start, end) in enumerate(zip(starts, ends)):
         check_lr_range(start, end)
-    columns = [_closed_form(range(num_steps), s, e, num_steps, mode) for s, e in zip(starts, ends)]
+        column = _closed_form(range(num_steps), start, end, num_steps, mode)
+        if any(b <= a for a, b in zip(column, column[1:])):
+            where = "" if len(starts) == 1 else f" (param group {i})"
+            raise ValueError(
+                f"start_lr={start!r} and end_lr={end!r}{where} are too close for {num_steps} distinct LRs: "
+                "widen the range or lower num_steps"
+            )
+        columns.append(column)
     return list(zip(*columns))
 
 

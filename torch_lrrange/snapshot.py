@@ -14,7 +14,6 @@ import contextlib
 import copy
 import functools
 import os
-import random
 import shutil
 import signal
 import tempfile
@@ -23,12 +22,12 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ._checks import check_choice, check_optimizer, check_stateful
 from ._modes import Modes
+from .rng import rng_state, set_rng_state
 
 __all__ = ["WHERE", "Snapshot", "SnapshotError"]
 
@@ -221,30 +220,6 @@ def _grad_scaler_types() -> tuple[type, ...]:
     return tuple(c for c in found if isinstance(c, type))
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    mps = getattr(torch, "mps", None)
-    if mps is not None and torch.backends.mps.is_available():
-        state["mps"] = mps.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "mps" in state:
-        torch.mps.set_rng_state(state["mps"])
-
-
 def _optimizer_params(optimizer: Any) -> list[torch.Tensor]:
     seen: dict[int, torch.Tensor] = {}
     for group in optimizer.param_groups:
@@ -341,7 +316,7 @@ class Snapshot:
                 self._opt_state, self._opt_state_dict = None, _pack(store, optimizer.state_dict())
             self._extra = [_pack(store, obj.state_dict()) for obj in extra]
             self._scaler_stages = [_scaler_stages(obj) for obj in extra]
-            self._rng = _rng_state()
+            self._rng = rng_state()
             store.flush()
         except BaseException:
             store.close()
@@ -380,7 +355,7 @@ class Snapshot:
         with torch.no_grad():
             self._restore_model(store)
             self._restore_optimizer(store)
-        _set_rng_state(self._rng)
+        set_rng_state(self._rng)
         failed = []
         for i, (obj, state, stages) in enumerate(zip(self.extra, self._extra, self._scaler_stages)):
             try:  # user objects may refuse their own state: restore the others, then say which

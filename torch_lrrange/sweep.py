@@ -20,6 +20,7 @@ import torch
 
 from .distributed import LossReducer
 from .divergence import DEFAULT_BETA, DivergenceRule, WindowReader
+from .guard import GUARDED_KEYS, GroupGuard
 from .schedule import LRRangeScheduler
 
 __all__ = ["Sweep"]
@@ -39,7 +40,10 @@ class Sweep:
     """One sweep from ``start_lr`` to ``end_lr`` over ``num_steps`` points (arguments already checked).
 
     ``on_window(step, lr, smoothed)`` is called after each host read, with
-    values already on the host (progress display: no extra sync).
+    values already on the host (progress display: no extra sync). The param
+    groups' LR, ``momentum``/``betas`` and the ``hold`` keys are kept at the
+    sweep's values before every optimizer step (:class:`~torch_lrrange.guard.GroupGuard`)
+    until :meth:`close` or :meth:`release`.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class Sweep:
         check_every: int,
         reducer: LossReducer,
         on_window: Callable[[int, float, float], None] | None = None,
+        hold: tuple[str, ...] = (),
     ) -> None:
         self.scheduler = LRRangeScheduler(optimizer, start_lr, end_lr, num_steps, mode)
         self.lrs = self.scheduler.lrs
@@ -67,6 +72,8 @@ class Sweep:
         self._reducer = reducer
         self._on_window = on_window
         self._buffer: torch.Tensor | None = None  # one window of losses, on the loss's device
+        self.guard = GroupGuard(optimizer, GUARDED_KEYS + hold)  # last: nothing after it can fail
+        self.guard.expect(self.scheduler._row)
 
     @property
     def lr(self) -> float:
@@ -85,10 +92,12 @@ class Sweep:
         """
         self.window.append(loss)
         self.step += 1
+        self.guard.after_step(stacklevel=3)  # warns at the user's record() call
         if self.step >= self.num_steps:
             self.ended = True
             return True
         self.scheduler.step()
+        self.guard.expect(self.scheduler._row)
         if len(self.window) >= self.check_every:
             self.flush()
             if self.reader.first_bad is not None:
@@ -110,9 +119,14 @@ class Sweep:
 
     def close(self) -> list[float]:
         """Read what is still pending; every loss of the sweep, in order (also past divergence)."""
+        self.release()
         self.flush()
         self.reader.drain()
         return self.reader.losses
+
+    def release(self) -> None:
+        """Stop guarding the param groups (idempotent; also after an error)."""
+        self.guard.close()
 
     def _stage(self, window: list[Any], has_floats: bool) -> torch.Tensor:
         """The window as a 1-d float32 tensor on the losses' device (for a collective, or an accelerator)."""

@@ -1,0 +1,103 @@
+"""What a sweep changes in the data loaders it iterates, and putting it back.
+
+Iterating a ``DataLoader`` draws from random generators and may start worker
+processes. The global RNGs are part of every :class:`~torch_lrrange.Snapshot`;
+this module covers the rest, for the loaders a sweep is given
+(``rt.batches(loader)``, ``range_test(..., loader, val_loader=...)``):
+
+* a ``torch.Generator`` of the loader's own (``DataLoader(generator=...)``, or
+  its sampler's): its state is put back, so the next epoch draws the order it
+  would have drawn without the test;
+* ``persistent_workers=True``: a worker pool that the sweep started is shut
+  down again, so the next epoch starts its workers (and draws their seeds) as it
+  would have. A pool that already existed is reused by the sweep, and the
+  random draws made inside those worker processes (random augmentations) cannot
+  be put back: :class:`LoaderState` warns when it sees one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+__all__ = ["LoaderState", "loader_generators", "restoring"]
+
+
+def loader_generators(loaders: Any) -> list[torch.Generator]:
+    """The ``torch.Generator`` objects that the DataLoaders in ``loaders`` (one, or a list/dict of them) draw from."""
+    found: dict[int, torch.Generator] = {}
+    for loader in _data_loaders(loaders):
+        for holder in (loader, loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+            generator = getattr(holder, "generator", None)
+            if isinstance(generator, torch.Generator):
+                found.setdefault(id(generator), generator)
+    return list(found.values())
+
+
+def _data_loaders(loaders: Any) -> list[DataLoader]:
+    if isinstance(loaders, DataLoader):
+        return [loaders]
+    if isinstance(loaders, Mapping):
+        return [d for value in loaders.values() for d in _data_loaders(value)]
+    if isinstance(loaders, (list, tuple)):
+        return [d for value in loaders for d in _data_loaders(value)]
+    return []
+
+
+def _persistent(loader: DataLoader) -> bool:
+    return bool(loader.persistent_workers and loader.num_workers > 0)
+
+
+class LoaderState:
+    """The state of ``loaders`` (a DataLoader, or a list/dict of them; anything else is ignored) now.
+
+    :meth:`restore` puts their generators back and shuts down a persistent
+    worker pool started since. An existing persistent worker pool gives a
+    ``UserWarning`` now, since the draws made in its processes cannot be
+    restored; ``stacklevel`` (>= 1) is the warning's, counted from the caller.
+    """
+
+    def __init__(self, loaders: Any, *, stacklevel: int = 1) -> None:
+        self._generators = [(g, g.get_state()) for g in loader_generators(loaders)]
+        persistent = [d for d in _data_loaders(loaders) if _persistent(d)]
+        # DataLoader keeps a persistent pool in its _iterator between epochs: its only handle on it.
+        self._started = [d for d in persistent if getattr(d, "_iterator", None) is None]
+        if len(self._started) < len(persistent):
+            warnings.warn(
+                "the loader's persistent worker processes already run: the range test reuses them, and the "
+                "random draws made inside them (random augmentations, a sampler in a worker) cannot be put back, "
+                "so later epochs may draw differently than without the test. Pass a loader of its own "
+                "(or persistent_workers=False) to the range test to avoid it.",
+                UserWarning,
+                stacklevel=stacklevel + 1,
+            )
+
+    def restore(self) -> None:
+        """Put the generators back; shut down persistent worker pools started since the capture."""
+        for generator, state in self._generators:
+            generator.set_state(state)
+        for loader in self._started:
+            iterator = getattr(loader, "_iterator", None)
+            if iterator is not None:
+                loader._iterator = None
+                shutdown = getattr(iterator, "_shutdown_workers", None)
+                if callable(shutdown):
+                    shutdown()
+
+
+@contextlib.contextmanager
+def restoring(loaders: Any, *, stacklevel: int = 1) -> Iterator[None]:
+    """Capture ``loaders`` (see :class:`LoaderState`) and put them back when the block ends, also on errors.
+
+    ``stacklevel``: of the warning about a running persistent worker pool, counted from the ``with`` statement.
+    """
+    state = LoaderState(loaders, stacklevel=stacklevel + 2)  # + this generator and contextlib's __enter__
+    try:
+        yield
+    finally:
+        state.restore()
