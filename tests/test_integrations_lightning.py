@@ -1,0 +1,425 @@
+"""torch_lrrange.integrations.lightning: lr_range_test with a real Lightning Trainer and a LeNet module.
+
+Every restore is compared bit for bit; the twin tests train a trainer that ran the test and
+one that never did, step for step, and compare losses, weights and what reached the logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from integration_scripts import trainer_library
+
+pl = trainer_library("lightning.pytorch")  # the [lightning] extra
+
+from _state import Restored, assert_same  # noqa: E402
+from integration_scripts.lightning_setup import (  # noqa: E402
+    DigitsData,
+    LitLeNet,
+    Recorder,
+    make_module,
+    train_loader,
+)
+
+from torch_lrrange import RangeTest, range_lr  # noqa: E402
+from torch_lrrange.integrations.lightning import lr_range_test  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "integration_scripts"
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_lightning():
+    level = logging.getLogger("lightning.pytorch").level
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="lightning")
+        yield
+    logging.getLogger("lightning.pytorch").setLevel(level)
+
+
+def _trainer(tmp_path, name, recorder=None, **kwargs):
+    kwargs.setdefault("max_epochs", 1)
+    return pl.Trainer(
+        accelerator="cpu",
+        default_root_dir=tmp_path / name,
+        logger=pl.loggers.CSVLogger(tmp_path / name, name="logs"),
+        log_every_n_steps=1,
+        callbacks=[recorder] if recorder is not None else [],
+        **QUIET,
+        **kwargs,
+    )
+
+
+def _files(path):
+    return sorted(os.path.relpath(os.path.join(r, f), path) for r, _, fs in os.walk(path) for f in fs)
+
+
+def _rng():
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+
+def _bookkeeping(trainer):
+    """The trainer objects and counters a test must leave as they were (by identity or value)."""
+    return {
+        "fit_loop": id(trainer.fit_loop),
+        "callbacks": (id(trainer.callbacks), [id(c) for c in trainer.callbacks]),
+        "loggers": [id(logger) for logger in trainer.loggers],
+        "profiler": id(trainer.profiler),
+        "datamodule": id(trainer.datamodule),
+        "optimizers": [id(o) for o in trainer.optimizers],
+        "schedulers": [id(c.scheduler) for c in trainer.lr_scheduler_configs],
+        "counters": (
+            trainer.global_step,
+            trainer.current_epoch,
+            trainer.fit_loop.epoch_loop.batch_progress.state_dict(),
+        ),
+        "limits": (trainer.limit_val_batches, trainer.num_sanity_val_steps, trainer.should_stop),
+        "state": (trainer.state.fn, trainer.state.status, trainer.state.stage),
+        "metrics": {k: v.item() for k, v in trainer.callback_metrics.items()},
+        "logged": {k: v.item() for k, v in trainer.logged_metrics.items()},
+    }
+
+
+def test_twin_trainers_train_identically_after_the_test(tmp_path):
+    """Before the first fit: module, RNGs, loader generator and trainer come back; the fits then match."""
+    recorders = [Recorder(), Recorder()]
+    tested, twin = _trainer(tmp_path, "tested", recorders[0]), _trainer(tmp_path, "twin", recorders[1])
+    models = [make_module(), make_module()]
+    loaders = [train_loader(seed=3), train_loader(seed=3)]  # shuffling with a generator of their own
+
+    torch.manual_seed(1)
+    before = copy.deepcopy(models[0].state_dict())
+    modes = [m.training for m in models[0].modules()]
+    rng, generator = _rng(), loaders[0].generator.get_state()
+    kept = _bookkeeping(tested)
+    result = lr_range_test(tested, models[0], loaders[0], num_steps=24, start_lr=1e-5, end_lr=1.0)
+
+    assert len(result.lrs) == 24 and result.usable, result
+    assert_same(before, models[0].state_dict())
+    assert [m.training for m in models[0].modules()] == modes
+    assert_same(rng, _rng())
+    assert torch.equal(generator, loaders[0].generator.get_state())
+    assert _bookkeeping(tested) == kept
+    assert recorders[0].losses == [] and _files(tmp_path) == []  # no callback saw a step, no file written
+    with pytest.raises(RuntimeError, match="not attached"):
+        models[0].trainer  # noqa: B018
+
+    for trainer, model, loader in zip((tested, twin), models, loaders):
+        torch.manual_seed(1)
+        trainer.fit(model, loader)
+    assert recorders[0].losses == recorders[1].losses and len(recorders[0].losses) == 8
+    assert_same(models[1].state_dict(), models[0].state_dict())
+    assert_same(twin.optimizers[0].state_dict(), tested.optimizers[0].state_dict())
+    assert (tested.global_step, tested.current_epoch) == (twin.global_step, twin.current_epoch) == (8, 1)
+    logs = [(tmp_path / n / "logs" / "version_0" / "metrics.csv").read_text() for n in ("tested", "twin")]
+    assert logs[0] == logs[1] and logs[0].count("\n") == 9  # header and the 8 steps of the real fit
+    assert _files(tmp_path / "tested") == _files(tmp_path / "twin")
+
+
+def test_mid_training_restores_the_trainers_optimizer_scheduler_counters_and_metrics(tmp_path):
+    """Between two fits (datamodule, OneCycleLR): everything the first fit left is back; the second fit matches."""
+    recorders = [Recorder(), Recorder()]
+    trainers = [_trainer(tmp_path, name, rec) for name, rec in zip(("tested", "twin"), recorders)]
+    models = [make_module(schedule="onecycle", total_steps=16), make_module(schedule="onecycle", total_steps=16)]
+    for trainer, model in zip(trainers, models):
+        torch.manual_seed(1)
+        trainer.fit(model, datamodule=DigitsData())
+    tested = trainers[0]
+    optimizer, scheduler = tested.optimizers[0], tested.lr_scheduler_configs[0].scheduler
+    saved = Restored(models[0], optimizer, scheduler)
+    kept, files = _bookkeeping(tested), _files(tmp_path)
+    assert kept["counters"][:2] == (8, 1) and kept["metrics"]
+
+    result = lr_range_test(tested, models[0], datamodule=DigitsData(), num_steps=20, start_lr=1e-5, end_lr=1.0)
+
+    assert len(result.lrs) == 20
+    saved.check()  # module, the first fit's Adam and OneCycleLR, RNGs: bit-exact
+    assert _bookkeeping(tested) == kept
+    assert _files(tmp_path) == files and len(recorders[0].losses) == 8
+    for trainer, model in zip(trainers, models):
+        trainer.fit_loop.max_epochs = 2
+        torch.manual_seed(2)
+        trainer.fit(model, datamodule=DigitsData())
+    assert recorders[0].losses == recorders[1].losses and len(recorders[0].losses) == 16
+    assert_same(models[1].state_dict(), models[0].state_dict())
+    logs = [(tmp_path / n / "logs" / "version_0" / "metrics.csv").read_text() for n in ("tested", "twin")]
+    assert logs[0] == logs[1]
+
+
+def test_one_point_per_optimizer_step_with_accumulation_and_clipping(tmp_path):
+    """The curve equals a plain RangeTest loop doing the same accumulation (2) and clipping (0.5), bit for bit."""
+    common = {"num_steps": 16, "start_lr": 1e-5, "end_lr": 0.05}
+    trainer = pl.Trainer(accelerator="cpu", logger=False, accumulate_grad_batches=2, gradient_clip_val=0.5, **QUIET)
+    module = make_module()
+    twin = copy.deepcopy(module)
+    result = lr_range_test(trainer, module, train_loader(shuffle=False), **common)
+
+    optimizer = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    batches = list(train_loader(shuffle=False))
+    with RangeTest(twin, optimizer, **common) as rt:
+        step = 0
+        while not rt.done:
+            optimizer.zero_grad(set_to_none=True)
+            total = None
+            for x, y in batches[2 * step % len(batches) : 2 * step % len(batches) + 2]:
+                loss = F.cross_entropy(twin(x), y) / 2
+                loss.backward()
+                total = loss.detach() if total is None else total + loss.detach()
+            torch.nn.utils.clip_grad_norm_(twin.parameters(), 0.5)
+            optimizer.step()
+            rt.record(total)
+            step += 1
+    np.testing.assert_array_equal(result.lrs, rt.result.lrs)
+    np.testing.assert_array_equal(result.losses, rt.result.losses)
+    assert len(result.losses) == 16
+
+
+@pytest.mark.parametrize(("schedule", "name"), [(None, ""), ("onecycle", "OneCycleLR"), ("warmup", "LambdaLR")])
+def test_update_attr_sets_lr_or_max_lr_by_the_modules_schedule(tmp_path, schedule, name, caplog):
+    """No scheduler: result.lr; a schedule (one-cycle, or a warm-up that starts the LR at 0): result.max_lr."""
+    trainer = pl.Trainer(accelerator="cpu", logger=False, **QUIET)
+    module = make_module(schedule=schedule)
+    with caplog.at_level(logging.INFO, logger="torch_lrrange"):
+        result = lr_range_test(
+            trainer, module, train_loader(), num_steps=30, start_lr=1e-5, end_lr=1.0, update_attr=True
+        )
+    expected, source = (result.max_lr, "max_lr") if schedule else (result.lr, "lr")
+    assert module.hparams.lr == expected
+    assert result.metadata["update_attr"]["name"] == "lr" and result.metadata["update_attr"]["from"] == source
+    assert f"set model.lr = {expected:.4g} (result.{source}:" in caplog.text
+    assert f"schedules the LR ({name})" in caplog.text if schedule else "returns no LR scheduler" in caplog.text
+    steps = np.arange(len(result.lrs))  # group 0's sweep, also from the 0 LR a warm-up starts at
+    np.testing.assert_array_equal(result.lrs, range_lr(steps, 1e-5, 1.0, 30))
+
+
+def test_update_attr_plain_attribute_and_attr_name(tmp_path):
+    class WithAttr(LitLeNet):
+        def __init__(self):
+            super().__init__()
+            self.learning_rate = 1e-3
+            self.head_lr = 1e-3
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=self.learning_rate, momentum=0.9)
+
+    module = WithAttr()
+    del module.hparams["lr"]
+    trainer = pl.Trainer(accelerator="cpu", logger=False, **QUIET)
+    result = lr_range_test(trainer, module, train_loader(), num_steps=30, start_lr=1e-5, end_lr=1.0, update_attr=True)
+    assert module.learning_rate == result.lr and module.head_lr == 1e-3
+    lr_range_test(trainer, module, train_loader(), num_steps=30, update_attr=True, attr_name="head_lr")
+    assert module.head_lr != 1e-3
+
+
+def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
+    trainer = pl.Trainer(accelerator="cpu", logger=False, **QUIET)
+    module, loader = make_module(), train_loader()
+    kept, before = _bookkeeping(trainer), copy.deepcopy(module.state_dict())
+    cases = [
+        (TypeError, "trainer must be a lightning.pytorch.Trainer", lambda: lr_range_test(object(), module, loader)),
+        (TypeError, "model must be a lightning.pytorch.LightningModule", lambda: lr_range_test(trainer, module.net)),
+        (TypeError, "update_attr must be True or False", lambda: lr_range_test(trainer, module, loader, update_attr=1)),
+        (TypeError, "attr_name must be", lambda: lr_range_test(trainer, module, loader, attr_name="")),
+        (
+            TypeError,
+            r"unknown option\(s\) num_training",
+            lambda: lr_range_test(trainer, module, loader, num_training=5),
+        ),
+        (ValueError, "num_steps must be an int in \\[2, 10000000\\]", lambda: lr_range_test(trainer, module, loader, num_steps=1)),
+        (
+            ValueError,
+            "end_lr must be > start_lr",
+            lambda: lr_range_test(trainer, module, loader, start_lr=1.0, end_lr=0.1),
+        ),
+        (
+            ValueError,
+            "either train_dataloaders or datamodule",
+            lambda: lr_range_test(trainer, module, loader, datamodule=DigitsData()),
+        ),
+        (TypeError, "datamodule must be", lambda: lr_range_test(trainer, module, datamodule=loader)),
+        (
+            ValueError,
+            "update_attr=True needs model.other",
+            lambda: lr_range_test(trainer, module, loader, update_attr=True, attr_name="other"),
+        ),
+    ]
+    for error, match, call in cases:
+        with pytest.raises(error, match=match):
+            call()
+    assert _bookkeeping(trainer) == kept and trainer.state.fn is None
+    assert_same(before, module.state_dict())
+
+
+def test_missing_lightning_says_how_to_install_it(monkeypatch):
+    for name in ("lightning.pytorch", "pytorch_lightning"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    with pytest.raises(ImportError, match=r"pip install 'torch_lrrange\[lightning\]'"):
+        lr_range_test(object(), None)
+
+
+def test_an_error_inside_the_sweep_restores_everything_and_propagates(tmp_path):
+    class Failing(LitLeNet):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 5:
+                raise ValueError("boom at batch 5")
+            return super().training_step(batch, batch_idx)
+
+    trainer = _trainer(tmp_path, "run")
+    torch.manual_seed(0)
+    module = Failing()
+    before, rng, kept = copy.deepcopy(module.state_dict()), _rng(), _bookkeeping(trainer)
+    with pytest.raises(ValueError, match="boom at batch 5"):
+        lr_range_test(trainer, module, train_loader(), num_steps=20)
+    assert_same(before, module.state_dict())
+    assert_same(rng, _rng())
+    assert _bookkeeping(trainer) == kept
+    assert _files(tmp_path) == []
+
+
+def test_refusals_from_inside_fit_leave_the_trainer_as_it_was(tmp_path):
+    """What only the built optimizer or a whole epoch can tell is refused inside fit, then everything is put back."""
+
+    class Silent(LitLeNet):
+        def training_step(self, batch, batch_idx):
+            return None  # Lightning skips the step: no loss, no optimizer step
+
+    trainer = _trainer(tmp_path, "run")
+    module = make_module()
+    kept, before = _bookkeeping(trainer), copy.deepcopy(module.state_dict())
+    with pytest.raises(ValueError, match="hyperparams key 'momentum' is not held by every param group of Adam"):
+        lr_range_test(trainer, module, train_loader(), hyperparams={"momentum": 0.9})
+    with pytest.raises(RuntimeError, match="a whole training epoch recorded no point"):
+        lr_range_test(trainer, Silent(), train_loader())
+    assert _bookkeeping(trainer) == kept and _files(tmp_path) == []
+    assert_same(before, module.state_dict())
+
+
+def test_true_half_precision_gives_back_the_float32_weights(tmp_path):
+    trainer = pl.Trainer(accelerator="cpu", logger=False, precision="bf16-true", **QUIET)
+    module = make_module()
+    params = list(module.parameters())
+    before = copy.deepcopy(module.state_dict())
+    result = lr_range_test(trainer, module, train_loader(), num_steps=12, start_lr=1e-4, end_lr=1.0)
+    assert len(result.lrs) == 12
+    assert_same(before, module.state_dict())  # float32 again, bit for bit
+    assert list(module.parameters()) == params and all(a is b for a, b in zip(module.parameters(), params))
+
+
+def test_manual_optimization_sweeps_every_optimizer_keeping_their_ratio(tmp_path):
+    """Two optimizers (a GAN-like module): both are swept, group ratio kept, and both restored."""
+
+    class TwoOptimizers(LitLeNet):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.seen: list[tuple[float, float]] = []
+
+        def training_step(self, batch, batch_idx):
+            head, body = self.optimizers()
+            x, y = batch
+            loss = F.cross_entropy(self(x), y)
+            head.zero_grad()
+            body.zero_grad()
+            self.manual_backward(loss)
+            self.seen.append((head.param_groups[0]["lr"], body.param_groups[0]["lr"]))
+            head.step()
+            body.step()
+            return loss
+
+        def configure_optimizers(self):
+            head = [p for n, p in self.named_parameters() if n.startswith("net.fc")]
+            body = [p for n, p in self.named_parameters() if not n.startswith("net.fc")]
+            return torch.optim.Adam(head, lr=1e-3), torch.optim.SGD(body, lr=1e-2)
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, **QUIET)
+    torch.manual_seed(0)
+    module = TwoOptimizers()
+    before = copy.deepcopy(module.state_dict())
+    result = lr_range_test(trainer, module, train_loader(), num_steps=12, start_lr=1e-6, end_lr=1e-2)
+    assert len(result.lrs) == len(module.seen) == 12
+    heads, bodies = zip(*module.seen)
+    np.testing.assert_allclose(heads, result.lrs, rtol=1e-12)
+    np.testing.assert_allclose(bodies, np.asarray(result.lrs) * 10, rtol=1e-12)
+    assert_same(before, module.state_dict())
+
+
+def test_pytorch_lightning_trainer_works_too(tmp_path):
+    ptl = trainer_library("pytorch_lightning")  # installed with lightning
+
+    class Module(ptl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lr = 1e-3
+            self.net = LitLeNet().net
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+    trainer = ptl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **QUIET)
+    torch.manual_seed(0)
+    module = Module()
+    before = copy.deepcopy(module.state_dict())
+    result = lr_range_test(trainer, module, train_loader(), num_steps=16, start_lr=1e-5, end_lr=1.0, update_attr=True)
+    assert len(result.lrs) == 16 and module.lr == result.lr
+    assert_same(before, module.state_dict())
+    assert trainer.global_step == 0 and trainer.state.fn is None
+    with pytest.raises(TypeError, match=r"model must be a pytorch_lightning\.LightningModule"):
+        lr_range_test(trainer, make_module())
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_gives_every_rank_the_same_result(tmp_path):
+    """strategy="ddp", 2 processes: one result on both ranks, module restored, twin fits identical."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "lightning_ddp.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["rank"] for r in reports] == [0, 1]
+    assert reports[0]["result"] == reports[1]["result"]
+    assert len(reports[0]["result"]["lrs"]) == 24 and reports[0]["result"]["lr"] is not None
+    for report in reports:
+        assert report["restored"] and report["counters_after_test"] == [0, 0]
+        assert report["losses"] == report["twin_losses"] and len(report["losses"]) == 4
+        assert report["weights"] == report["twin_weights"]
+    assert reports[0]["weights"] == reports[1]["weights"]  # DDP kept the ranks in step
+
+
+@pytest.mark.slow
+def test_example_script(tmp_path):
+    env = dict(os.environ, TORCH_LRRANGE_QUICK="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "lightning_range_test.py")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RangeTestResult(" in proc.stdout and "trained 1 epoch at" in proc.stdout, proc.stdout
