@@ -239,7 +239,11 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
             r"unknown option\(s\) num_training",
             lambda: lr_range_test(trainer, module, loader, num_training=5),
         ),
-        (ValueError, "num_steps must be an int in \\[2, 10000000\\]", lambda: lr_range_test(trainer, module, loader, num_steps=1)),
+        (
+            ValueError,
+            "num_steps must be an int in \\[2, 10000000\\]",
+            lambda: lr_range_test(trainer, module, loader, num_steps=1),
+        ),
         (
             ValueError,
             "end_lr must be > start_lr",
