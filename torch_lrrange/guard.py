@@ -43,15 +43,20 @@ class GroupGuard:
     """Watches ``optimizer.param_groups`` during one sweep; :meth:`close` removes the hook.
 
     ``keys``: the non-LR group keys to hold at their current values (those
-    every group has; tensor values are not watched).
+    every group has; tensor values are not watched). The sweep sets :attr:`row`
+    (the LR of each group for the next step) after each of its LR changes, and
+    calls :meth:`after_step` from ``record()`` unless the hook has seen the step
+    (:attr:`stepped`), then :meth:`warn` once something :attr:`moved`.
     """
 
     def __init__(self, optimizer: Any, keys: tuple[str, ...] = GUARDED_KEYS) -> None:
         self.groups = optimizer.param_groups
-        self.held = [
-            {k: g[k] for k in keys if k in g and not _holds_tensor(g[k])} for g in self.groups
-        ]  # the values to hold, per group
-        self.tensor_lr = [isinstance(g["lr"], torch.Tensor) for g in self.groups]
+        # per group: the group, the (key, value) pairs to hold, whether its LR is a tensor
+        self._plan = [
+            (g, tuple((k, g[k]) for k in keys if k in g and not _holds_tensor(g[k])), isinstance(g["lr"], torch.Tensor))
+            for g in self.groups
+        ]
+        self.tensor_lr = any(tensor for _, _, tensor in self._plan)
         self.row: Sequence[float] = ()
         self.versions: list[int] = []
         self.stepped = False  # the hook saw a step since the last record()
@@ -62,47 +67,44 @@ class GroupGuard:
     def expect(self, row: Sequence[float]) -> None:
         """The LRs the sweep just wrote (one per group), for the next step."""
         self.row = row
-        if any(self.tensor_lr):
-            self.versions = [g["lr"]._version if t else 0 for g, t in zip(self.groups, self.tensor_lr)]
+        if self.tensor_lr:
+            self.versions = [g["lr"]._version if tensor else 0 for g, _, tensor in self._plan]
 
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if optimizer.param_groups is not self.groups:
-            return  # another optimizer
-        self.stepped = True
-        self._enforce("before a step")
+        if optimizer.param_groups is self.groups:  # not another optimizer
+            self.stepped = True
+            self._enforce("before a step")
 
-    def after_step(self, stacklevel: int) -> None:
-        """Called by record(): check the groups if no hook ran for this step, and warn once about any change."""
-        if self.stepped:
-            self.stepped = False
-        else:
-            self._enforce("before a step that ran no optimizer hook (it may have used it)")
-        if self.moved and not self.warned:
-            self.warned = True
-            warnings.warn(
-                f"the range test's param-group values were changed behind its back ({'; '.join(self.moved[:3])}): "
-                "a scheduler stepped in the loop, or code of your own? The sweep put its own values back before "
-                "each optimizer step, so result.lrs holds the LRs used; remove scheduler.step() from the loop "
-                "while the range test runs.",
-                UserWarning,
-                stacklevel=stacklevel + 1,
-            )
+    def after_step(self) -> None:
+        """A step the hook did not see (no torch hook, or skipped by a GradScaler): check the groups now."""
+        self._enforce("before a step that ran no optimizer hook (it may have used it)")
+
+    def warn(self, stacklevel: int) -> None:
+        """Warn once about what moved; ``stacklevel`` counts from the caller."""
+        self.warned = True
+        warnings.warn(
+            f"the range test's param-group values were changed behind its back ({'; '.join(self.moved[:3])}): "
+            "a scheduler stepped in the loop, or code of your own? The sweep put its own values back before "
+            "each optimizer step, so result.lrs holds the LRs used; remove scheduler.step() from the loop "
+            "while the range test runs.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
     def _enforce(self, when: str) -> None:
-        row, moved = self.row, self.moved
-        for i, (group, lr, held) in enumerate(zip(self.groups, row, self.held)):
+        for i, ((group, held, tensor), lr) in enumerate(zip(self._plan, self.row)):
             current = group["lr"]
-            if self.tensor_lr[i] and isinstance(current, torch.Tensor):
+            if tensor and isinstance(current, torch.Tensor):
                 if current._version != self.versions[i]:
-                    moved.append(f"group {i} lr set in place {when}")
+                    self.moved.append(f"group {i} lr set in place {when}")
                     current.fill_(lr)
                     self.versions[i] = current._version
             elif isinstance(current, torch.Tensor) or current != lr:
-                moved.append(f"group {i} lr {lr:.4g} -> {_shown(current)} {when}")
+                self.moved.append(f"group {i} lr {lr:.4g} -> {_shown(current)} {when}")
                 group["lr"] = lr
-            for key, value in held.items():
+            for key, value in held:
                 if group[key] != value:
-                    moved.append(f"group {i} {key} {value!r} -> {group[key]!r} {when}")
+                    self.moved.append(f"group {i} {key} {value!r} -> {group[key]!r} {when}")
                     group[key] = value
 
     def close(self) -> None:

@@ -92,12 +92,20 @@ class Sweep:
         """
         self.window.append(loss)
         self.step += 1
-        self.guard.after_step(stacklevel=3)  # warns at the user's record() call
+        guard = self.guard
+        if guard.stepped:
+            guard.stepped = False
+        else:
+            guard.after_step()
+        if guard.moved and not guard.warned:
+            guard.warn(stacklevel=3)  # at the user's record() call
         if self.step >= self.num_steps:
             self.ended = True
             return True
         self.scheduler.step()
-        self.guard.expect(self.scheduler._row)
+        guard.row = self.scheduler._row
+        if guard.tensor_lr:
+            guard.expect(guard.row)
         if len(self.window) >= self.check_every:
             self.flush()
             if self.reader.first_bad is not None:
