@@ -363,3 +363,104 @@ def test_bad_input_exits_2_naming_the_option(tmp_path, capsys, argv, message):
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "lr_range.json").exists()
+
+
+# --- run --grid ------------------------------------------------------------------------------
+
+
+def test_run_grid_prints_the_table_and_choice_and_writes_json_and_plot(tmp_path, capsys):
+    from torch_lrrange import GridResult
+
+    (tmp_path / "my_setup.py").write_text(SETUP_SOURCE)
+    argv = ["run", f"{tmp_path / 'my_setup.py'}:make", "--out", str(tmp_path / "o"), "--quiet"]
+    status = main([*argv, "--grid", "weight_decay=0,1e-3,0.1", "--grid", "momentum=0,0.9"])
+    out = capsys.readouterr().out
+    assert status == 0
+    grid = GridResult.load(tmp_path / "o" / "lr_grid.json")
+    _check_png(tmp_path / "o" / "lr_grid.png")
+    assert grid.keys == ("weight_decay", "momentum")
+    assert list(grid.results) == [(0.0, 0.0), (0.0, 0.9), (1e-3, 0.0), (1e-3, 0.9), (0.1, 0.0), (0.1, 0.9)]
+    assert grid.current == (0.0, 0.0)
+    assert all(r.metadata["num_steps"] == 40 for r in grid.results.values())  # make()'s own options
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["weight_decay", "momentum", "lr"]
+    assert sum(line.startswith("* ") for line in lines[1:7]) == 1
+    values, best = grid.best
+    assert lines[7] == "best    " + ", ".join(f"{k}={v:g}" for k, v in values.items())
+    printed = _printed(out)
+    for key, value in (("lr", best.lr), ("min_lr", best.min_lr), ("max_lr", best.max_lr)):
+        assert printed[key] == pytest.approx(value, rel=5e-3), key
+    assert not (tmp_path / "o" / "lr_range.json").exists()
+
+
+def test_run_grid_with_tuple_values(tmp_path, capsys):
+    from torch_lrrange import GridResult
+
+    (tmp_path / "adam_setup.py").write_text(
+        SETUP_SOURCE.replace("torch.optim.SGD(model.parameters(), lr=0.1)", "torch.optim.Adam(model.parameters())")
+    )
+    status = main(
+        [
+            "run",
+            f"{tmp_path / 'adam_setup.py'}:make",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--num-steps",
+            "24",
+            "--grid",
+            "betas=0.85:0.999,0.95:0.999",
+        ]
+    )
+    assert status == 0
+    grid = GridResult.load(tmp_path / "lr_grid.json")
+    assert list(grid.results) == [((0.85, 0.999),), ((0.95, 0.999),)]
+    assert "(0.85, 0.999)" in capsys.readouterr().out
+
+
+def test_run_grid_without_a_usable_curve_exits_1(tmp_path, capsys):
+    flat = SETUP_SOURCE.replace("return nn.functional.mse_loss(model(x), y)", "return (model(x) * 0).sum() + 1.0")
+    (tmp_path / "flat.py").write_text(flat)
+    status = main(
+        ["run", f"{tmp_path / 'flat.py'}:make", "--out", str(tmp_path), "--quiet", "--grid", "weight_decay=0,1e-3"]
+    )
+    out = capsys.readouterr().out
+    assert status == 1
+    assert (
+        "no combination gives a usable curve" in out and "no usable suggestion: no usable curve to choose from" in out
+    )
+    assert (tmp_path / "lr_grid.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        (
+            ["weight_decay"],
+            "argument --grid: expected KEY=V1,V2,... such as weight_decay=0,1e-4,1e-3, got 'weight_decay'",
+        ),
+        (["weight_decay="], "argument --grid: expected KEY=V1,V2,..."),
+        (["=0,1"], "argument --grid: expected KEY=V1,V2,..."),
+        (
+            ["weight_decay=0,x"],
+            "argument --grid: expected numbers (a tuple as 0.9:0.999, a flag as true/false), got 'x'",
+        ),
+        (["weight_decay=0", "--grid", "weight_decay=1e-3"], "argument --grid: weight_decay is given twice"),
+        (
+            ["weight_decay=0,-1"],
+            "argument --grid: grid['weight_decay'][1]: hyperparams['weight_decay'] must be a finite real number in [0, inf)",
+        ),
+        (
+            ["betas=0.9:0.99"],
+            "argument --grid: grid['betas'][0]: hyperparams key 'betas' is not held by every param group of SGD",
+        ),
+        (["lr=0.1"], "argument --grid: grid['lr'][0]: hyperparams cannot set 'lr'"),
+    ],
+)
+def test_run_bad_grid_exits_2_naming_the_option(tmp_path, capsys, grid, message):
+    (tmp_path / "my_setup.py").write_text(SETUP_SOURCE)
+    with pytest.raises(SystemExit) as info:
+        main(["run", f"{tmp_path / 'my_setup.py'}:make", "--out", str(tmp_path), "--quiet", "--grid", *grid])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "lr_grid.json").exists()

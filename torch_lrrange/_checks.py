@@ -259,7 +259,10 @@ def _check_hyperparam(key: str, value: Any, current: Any) -> Any:
         return value
     if current is None or isinstance(current, str):
         raise TypeError(f"{name}: the optimizer holds {current!r} there, which is not a numeric hyperparameter")
-    return _check_real(name, key, value)
+    checked = _check_real(name, key, value)
+    if isinstance(current, int) and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)  # an int setting (LBFGS history_size) stays an int
+    return checked
 
 
 def _check_real(name: str, key: str, value: Any) -> float:

@@ -21,6 +21,8 @@ __all__ = ["build_parser", "load_make", "main"]
 
 PNG_NAME = "lr_range.png"
 JSON_NAME = "lr_range.json"
+GRID_PNG_NAME = "lr_grid.png"
+GRID_JSON_NAME = "lr_grid.json"
 REQUIRED_KEYS = ("model", "optimizer", "loader", "loss_fn")
 
 _DESCRIPTION = """\
@@ -34,6 +36,8 @@ examples:
   python -m torch_lrrange demo --train            ... then trains with 1e-3 and with the found LR/bounds
   python -m torch_lrrange run my_setup.py:make    your own model: make() returns a dict with
                                                   model, optimizer, loader, loss_fn
+  python -m torch_lrrange run my_setup.py:make --grid weight_decay=0,1e-4,1e-3
+                                                  one sweep per weight decay: the one to keep, with its LR
   python -m torch_lrrange plot lr_range.json --method steepest
 """
 
@@ -63,6 +67,28 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+def _grid_value(text: str) -> Any:
+    """A number, true/false, or a tuple written with colons (``0.9:0.999``)."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        numbers = [float(part) for part in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers (a tuple as 0.9:0.999, a flag as true/false), got {text!r}"
+        ) from None
+    return tuple(numbers) if len(numbers) > 1 else numbers[0]
+
+
+def _grid_option(text: str) -> tuple[str, list[Any]]:
+    """``KEY=V1,V2,...`` as ``(key, [values])``."""
+    key, sep, values = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier() or not values.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=V1,V2,... such as weight_decay=0,1e-4,1e-3, got {text!r}")
+    return key, [_grid_value(v.strip()) for v in values.split(",")]
 
 
 def _methods() -> list[str]:
@@ -168,10 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
         "returns a dict with model, optimizer, loader and loss_fn (loss_fn(model, batch) -> scalar loss), "
         "and optionally range-test keywords (start_lr, end_lr, num_steps, accumulation_steps, device, "
         "extra_state, ...). Command-line options override make()'s keys. Prints lr, min_lr and max_lr, "
-        f"writes {PNG_NAME} and {JSON_NAME}.",
+        f"writes {PNG_NAME} and {JSON_NAME}. With --grid: one range test per value of other "
+        "hyperparameters (weight decay, momentum), every one from the same snapshot; prints a table and "
+        "the values to keep with their LRs (Smith's reading: the lowest loss, then stable to a larger LR), "
+        f"writes {GRID_PNG_NAME} (the curves overlaid) and {GRID_JSON_NAME}.",
     )
     run.add_argument("target", metavar="FILE.py:make | package.module:make", help="where make() is")
     _add_sweep_options(run, defaults=False)
+    run.add_argument(
+        "--grid",
+        action="append",
+        type=_grid_option,
+        metavar="KEY=V1,V2,...",
+        help="sweep again at each value of this param-group key, e.g. weight_decay=0,1e-4,1e-3 or "
+        "betas=0.9:0.999,0.95:0.999 (a tuple with colons); repeat the option for more keys (every "
+        "combination is swept)",
+    )
     run.set_defaults(handler=_run, parser=run)
 
     plot = sub.add_parser(
@@ -388,9 +426,61 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     options.update(_sweep_options(args))
     _check_lrs(parser, options)
     out = _out_dir(parser, args.out)
+    if args.grid:
+        return _run_grid(parser, args.grid, setup, options, out)
     result = range_test(setup["model"], setup["optimizer"], setup["loader"], setup["loss_fn"], **options)
     result.metadata["source"] = f"run {args.target}"
     return _report(result, os.path.join(out, PNG_NAME), os.path.join(out, JSON_NAME))
+
+
+def _run_grid(
+    parser: argparse.ArgumentParser,
+    specs: list[tuple[str, list[Any]]],
+    setup: Mapping[str, Any],
+    options: dict[str, Any],
+    out: str,
+) -> int:
+    """``run --grid``: the grid of range tests, its table and choice; 0 if a curve is usable, 1 if none."""
+    from ._checks import check_hyperparams, check_optimizer
+    from .analysis import UnusableCurveError
+    from .grid import _combinations, _shown, range_test_grid
+
+    grid: dict[str, list[Any]] = {}
+    for key, values in specs:
+        if key in grid:
+            parser.error(f"argument --grid: {key} is given twice; give all its values in one --grid {key}=...")
+        grid[key] = values
+    try:  # the grid's own checks, as a usage error, before anything runs
+        check_optimizer(setup["optimizer"])
+        _combinations(grid, setup["optimizer"], check_hyperparams(options.get("hyperparams"), setup["optimizer"]))
+    except (TypeError, ValueError) as err:
+        parser.error(f"argument --grid: {err}")
+    result = range_test_grid(
+        setup["model"], setup["optimizer"], setup["loader"], setup["loss_fn"], grid=grid, **options
+    )
+    print(result.table())
+    try:
+        chosen, best = result.best
+    except UnusableCurveError as err:
+        print(f"no usable suggestion: {err}")
+        status = 1
+    else:
+        print("best    " + ", ".join(f"{k}={_shown(v)}" for k, v in chosen.items()))
+        print(f"lr      {best.lr:.3g}    constant-LR training")
+        print(f"min_lr  {best.min_lr:.3g}    CyclicLR base_lr")
+        print(f"max_lr  {best.max_lr:.3g}    CyclicLR / OneCycleLR max_lr")
+        status = 0
+    json_path, png = os.path.join(out, GRID_JSON_NAME), os.path.join(out, GRID_PNG_NAME)
+    result.save(json_path)
+    written = [json_path]
+    try:
+        result.plot(path=png)
+    except ImportError as err:
+        print(f"no plot: {err}")
+    else:
+        written.append(png)
+    print("wrote " + " and ".join(written))
+    return status
 
 
 def _plot(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

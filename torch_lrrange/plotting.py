@@ -11,7 +11,7 @@ import numpy as np
 from ._files import save_figure
 from ._optional import require
 
-__all__ = ["plot_result"]
+__all__ = ["plot_grid", "plot_result"]
 
 
 def _limits(raw: np.ndarray, smoothed: np.ndarray) -> tuple[float, float] | None:
@@ -80,6 +80,80 @@ def plot_result(
         title = "LR range test: " + summary
         if result.warnings:
             title += "\n" + textwrap.fill("; ".join(result.warnings), 110)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower left")
+    if path is not None:
+        from .distributed import is_rank_zero
+
+        if all_ranks or is_rank_zero():
+            save_figure(fig, path, dpi=110, bbox_inches="tight")
+        if created:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+    return ax
+
+
+def plot_grid(
+    results: list[Any],
+    labels: list[str],
+    chosen: int | None,
+    ax: Any = None,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    *,
+    all_ranks: bool = False,
+) -> Any:
+    """Smoothed curves of a hyperparameter grid overlaid on one log-LR axis, the ``chosen`` one marked.
+
+    ``results[i]`` is drawn with legend ``labels[i]``; the chosen curve is drawn
+    thick with a marker at its ``lr`` (``chosen=None``: none is). Curves without
+    a suggestion are drawn dashed, and those without points are only listed in
+    the legend. Draws on ``ax`` (a new figure when None), saves to ``path`` when
+    given (under ``torch.distributed``: on rank 0 only, unless ``all_ranks=True``;
+    the figure is then closed if this function created it), returns the axes.
+    """
+    matplotlib = require("matplotlib", "plot")
+    created = ax is None
+    if created:
+        if path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+    else:
+        fig = ax.figure
+    lows, highs = [], []
+    for i, (result, label) in enumerate(zip(results, labels)):
+        lrs = np.asarray(result.lrs, dtype=np.float64)
+        smoothed = np.asarray(result.smoothed, dtype=np.float64)
+        color = f"C{i % 10}"
+        if i == chosen:
+            label += f" (chosen: lr {result.lr:.2g})"
+        elif not result.usable:
+            label += " (no suggestion)"
+        if not lrs.size:
+            ax.plot([], [], color=color, ls=":", label=label)
+            continue
+        ax.plot(
+            lrs, smoothed, color=color, lw=2.6 if i == chosen else 1.3, ls="-" if result.usable else "--", label=label
+        )
+        if i == chosen:
+            ax.plot([result.lr], [np.interp(np.log10(result.lr), np.log10(lrs), smoothed)], "o", color=color, ms=7)
+        limits = _limits(np.asarray(result.losses, dtype=np.float64), smoothed)
+        if limits is not None:
+            lows.append(limits[0])
+            highs.append(limits[1])
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.grid(True, which="major", color="0.9", lw=0.8)
+    if lows:
+        ax.set_ylim(min(lows), max(highs))
+    if title is None:
+        title = "LR range tests over a hyperparameter grid: " + (
+            "no usable curve" if chosen is None else f"chosen {labels[chosen]}"
+        )
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="lower left")
     if path is not None:

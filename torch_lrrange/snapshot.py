@@ -201,6 +201,23 @@ def _unpack(store: _Store, value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def _restore_into(store: _Store, saved: Any, live: Any) -> Any:
+    """``saved``'s values, copied into the tensors of ``live`` where they fit (identity kept), else fresh."""
+    if isinstance(saved, _Handle):
+        if isinstance(live, torch.Tensor) and _fits(live, saved):
+            store.copy_into(saved, live)
+            return live
+        return store.fresh(saved)
+    if (
+        isinstance(saved, (list, tuple))
+        and not hasattr(saved, "_fields")
+        and type(live) is type(saved)
+        and len(live) == len(saved)
+    ):
+        return type(saved)(_restore_into(store, s, v) for s, v in zip(saved, live))
+    return _unpack(store, saved)
+
+
 def _scaler_stages(obj: Any) -> Any:
     """A GradScaler's per-optimizer stage (unscaled, stepped), which its state_dict() leaves out.
 
@@ -458,16 +475,11 @@ class Snapshot:
         for i, (group, saved) in enumerate(self._groups):
             current = groups[i]
             params = current["params"]
-            live_tensors = {k: v for k, v in group.items() if isinstance(v, torch.Tensor)}
+            live = dict(group)
             group.clear()
             group["params"] = params
             for key, value in saved.items():
-                kept = live_tensors.get(key)
-                if isinstance(value, _Handle) and kept is not None and _fits(kept, value):
-                    store.copy_into(value, kept)
-                    group[key] = kept
-                else:
-                    group[key] = _unpack(store, value)
+                group[key] = _restore_into(store, value, live.get(key))
             groups[i] = group
         del groups[len(self._groups) :]  # groups added since the snapshot (their state is gone above)
 
