@@ -509,7 +509,7 @@ def range_test_grid(
         >>> grid = range_test_grid(model, opt, data, lambda m, b: F.cross_entropy(m(b[0]), b[1]),
         ...                        grid={"weight_decay": [0, 1e-3, 1e-1]}, num_steps=60, progress=False)
         >>> list(grid.results)
-        [(0.0,), (0.001,), (0.1,)]
+        [(0,), (0.001,), (0.1,)]
         >>> values, result = grid.best  # ({"weight_decay": ...}, the RangeTestResult of that sweep)
     """
     check_optimizer(optimizer)
