@@ -1,31 +1,43 @@
-"""Do the suggested LRs train well? Our methods and the peers' against ground truth.
+"""Do the suggested LRs train well? Our methods and the peers' against ground truth, on held-out tasks.
 
-For each task (see ``_quality_tasks.py``: MLP, CNN and BatchNorm MLP on digits,
-an MLP regression on diabetes, an LSTM and a transformer on a generated sequence
-task, and a BatchNorm CNN on digits added as a hold-out after the default rule
-was fixed; SGD+momentum, Adam and AdamW), the ground truth is a fixed training budget
-from the same initial weights at every LR of a grid (16 LRs, 1e-5 to 1, five
-decades), (a) at a constant LR and (b) under OneCycleLR with ``max_lr`` on the
-grid, averaged over two seeds. The good band is the set of grid LRs whose
-validation metric is within 1 accuracy point (or 2% of the loss) of the best,
-taken as an interval: the grid LRs from the lowest such LR to the highest.
+26 tasks (``_quality_tasks.py``), split once, before any rule was changed, into
+15 tuning tasks and 11 held-out tasks (``Task.split``). They span transformer
+language models trained from scratch on real text (Python's own prose and
+source code; with and without warm-up; a GPT-2-style model with the LLM recipe),
+fine-tuning of models pretrained inside the benchmark, small data sets where
+over-fitting sets the best LR, SGD with and without momentum, Adam, AdamW,
+RMSprop, Adadelta and Adagrad, batches of 16 to 1024, BatchNorm, LayerNorm and
+no normalisation, CNNs, MLPs, RNNs and vision transformers, classification and
+regression, and budgets of 88 to 2000 optimizer steps.
 
-Each method reads one range test per task (1e-6 to 10, 100 steps, the training
-batch size) and its LR is scored: in band (its nearest grid LR is in the band),
-|log10 distance| to the grid best, and regret (best grid metric minus the metric
-of training at the suggestion: accuracy points, or % of the best loss, capped
-at 100 for a blow-up). For the
-constant protocol our methods give ``result.lr``; for one-cycle ``result.max_lr``.
-torch-lr-finder (``LRFinder.range_test`` + the steepest-gradient point its
-``plot()`` reports) and Lightning (``Tuner(trainer).lr_find(...).suggestion()``)
-give one LR, used for both protocols. A method that gives no LR scores as out of
-band, at the largest distance in the grid, with the worst grid regret.
+**Ground truth.** For each task, its training budget from the same initial
+weights at each of 16 LRs a third of a decade apart (the task's own five
+decades), (a) at a constant LR (with the task's own warm-up or StepLR around
+it) and (b) under ``OneCycleLR`` with ``max_lr`` on the grid; the mean
+validation metric over two seeds. The good band is the grid LRs whose metric is
+within 1 accuracy point (or 2% of the loss) of the best, taken as an interval.
+
+**Suggestions.** Each method reads one range test per task (1e-6 to 10, 100 or
+200 steps, seed 0's weights and batch order). Our methods give ``result.lr``
+for the constant protocol and ``result.max_lr`` for one-cycle; torch-lr-finder
+(``LRFinder.range_test`` and the point its ``plot()`` reports) and Lightning
+(``Tuner.lr_find(...).suggestion()``) run their own sweeps; fastai's four rules
+(``_quality_rules.py``) read this library's raw curve with fastai's smoothing.
+A peer's one LR serves both protocols.
+
+**Scores**, per (task, protocol) case: in band (the nearest grid LR is in it),
+|log10(lr / best grid LR)|, its maximum, the distance in decades to the band,
+and regret: the best grid metric minus the metric at the suggestion
+(interpolated in log10(lr) between grid LRs; beyond the top of the grid, the
+worst grid metric), in accuracy points or % of the best loss. A method that
+gives no LR scores as out of band, the grid's width away, with the worst regret.
 
 Everything trained is cached in ``benchmarks/.cache/`` (delete it to retrain).
 
-    python benchmarks/suggestion_quality.py            # full run (~6 min on 2 cores, cold cache)
-    python benchmarks/suggestion_quality.py --quick    # 3 tasks, one seed, a coarser grid
-    python benchmarks/suggestion_quality.py --num-steps 200 --verbose   # longer sweeps, every case
+    python benchmarks/suggestion_quality.py --ground-truth-only   # fill the cache (~2 CPU-hours cold)
+    python benchmarks/suggestion_quality.py                       # both splits, 100- and 200-step sweeps
+    python benchmarks/suggestion_quality.py --options             # validation sweeps, confirmation, LR-free
+    python benchmarks/suggestion_quality.py --verbose --split tuning --num-steps 100
 """
 
 from __future__ import annotations
@@ -34,10 +46,10 @@ import argparse
 import contextlib
 import io
 import logging
-import math
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -45,37 +57,28 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _quality_tasks import Cache, Task, tasks, trained
+import _quality_options as options
+from _quality_rules import case, fastai_suggestions
+from _quality_tasks import HELD_OUT, TUNING, Cache, Task, tasks, trained
 
-from torch_lrrange import METHODS, UnusableCurveError, analyze, range_test
+from torch_lrrange import METHODS, UnusableCurveError, analyze
 
-START_LR, END_LR, NUM_STEPS = 1e-6, 10.0, 100
+START_LR, END_LR = options.START_LR, options.END_LR
 PROTOCOLS = ("constant", "onecycle")
-PEERS = ("torch-lr-finder", "lightning")
+SEEDS = (0, 1)
+SPLITS = (HELD_OUT, TUNING)
 
 
-def grid(quick: bool) -> np.ndarray:
-    step = 2 / 3 if quick else 1 / 3
-    return 10 ** np.arange(-5, 1e-9, step)
+# --- ground truth and sweeps ------------------------------------------------------------------
 
 
-# --- range tests ----------------------------------------------------------------
+def truth(cache: Cache, task: Task, seeds: tuple[int, ...] = SEEDS) -> dict[str, np.ndarray]:
+    """``{protocol: mean score at each grid LR}``."""
+    return {p: np.array([trained(cache, task, lr, p, seeds) for lr in task.grid()]) for p in PROTOCOLS}
 
 
-def our_curve(task: Task, num_steps: int) -> dict[str, list[float]]:
-    model = task.build(0)
-    opt = task.optimizer(model.parameters(), 1e-3)
-    result = range_test(
-        model,
-        opt,
-        task.loader(0),
-        lambda m, b: task.loss(m(b[0]), b[1]),
-        start_lr=START_LR,
-        end_lr=END_LR,
-        num_steps=num_steps,
-        progress=False,
-    )
-    return {"lrs": result.lrs.tolist(), "losses": result.losses.tolist()}
+def curve(cache: Cache, task: Task, num_steps: int) -> dict[str, list[float]]:
+    return cache.get(f"{task.name}|raw|{num_steps}", lambda: options.sweep(task, num_steps))
 
 
 def torch_lr_finder_lr(task: Task, num_steps: int) -> float | None:
@@ -145,102 +148,142 @@ def lightning_lr(task: Task, num_steps: int) -> float | None:
     return None if lr is None else float(lr)
 
 
-# --- scoring --------------------------------------------------------------------
+PEERS: dict[str, tuple[str, Callable[[Task, int], float | None]]] = {
+    "torch-lr-finder": ("tlf", torch_lr_finder_lr),
+    "lightning": ("pl", lightning_lr),
+}
 
 
-def suggestions(curve: dict[str, list[float]], peers: dict[str, float | None]) -> dict[str, dict[str, float | None]]:
-    """``{method: {protocol: lr or None}}`` for our methods and the peers."""
-    out: dict[str, dict[str, float | None]] = {}
-    for method in METHODS:
-        result = analyze(curve["lrs"], curve["losses"], method=method)
-        try:
-            out[method] = {"constant": result.lr, "onecycle": result.max_lr}
-        except UnusableCurveError:
-            out[method] = {"constant": None, "onecycle": None}
+# --- suggestions and scores ----------------------------------------------------------------
+
+
+def ours(raw: dict[str, list[float]], method: str, **kwargs: Any) -> dict[str, float | None]:
+    """``{protocol: lr}`` of one of our methods on a raw curve (None where it gives no LR)."""
+    result = analyze(raw["lrs"], raw["losses"], method=method, **kwargs)
+    try:
+        return {"constant": result.lr, "onecycle": result.max_lr}
+    except UnusableCurveError:
+        return {"constant": None, "onecycle": None}
+
+
+def suggestions(
+    task: Task, raw: dict[str, list[float]], peers: dict[str, float | None], num_steps: int
+) -> dict[str, dict[str, float | None]]:
+    """``{method: {protocol: lr or None}}`` for our methods, fastai's rules and the peers."""
+    out = {method: ours(raw, method) for method in METHODS}
+    for rule, lr in fastai_suggestions(np.array(raw["lrs"]), np.array(raw["losses"]), num_steps).items():
+        out[rule] = {"constant": lr, "onecycle": lr}
     for peer, lr in peers.items():
         out[peer] = {"constant": lr, "onecycle": lr}
     return out
 
 
-def regret(task: Task, best: float, got: float) -> float:
-    """Accuracy points lost, or % of the best loss lost (scores are -loss), capped at 100 (a blow-up)."""
-    if task.kind == "accuracy":
-        return best - got
-    return min(100.0, 100.0 * (best - got) / abs(best))
+Rows = dict[str, list[dict[str, Any]]]
+
+
+def score_task(task: Task, gt: dict[str, np.ndarray], methods: dict[str, dict[str, float | None]], rows: Rows) -> None:
+    for method, by_protocol in methods.items():
+        for protocol in PROTOCOLS:
+            c = case(task.kind, task.grid(), gt[protocol], by_protocol[protocol])
+            c.update(task=task.name, protocol=protocol, lr=by_protocol[protocol])
+            rows.setdefault(method, []).append(c)
+
+
+def print_table(title: str, rows: Rows, extra: dict[str, str] | None = None) -> None:
+    print(f"\n{title}")
+    print(
+        f"{'method':22s} {'in-band':>8s} {'mean|dlog10|':>13s} {'max|dlog10|':>12s} {'>1 decade':>10s} "
+        f"{'to band':>8s} {'regret':>7s}"
+    )
+    for method, cs in rows.items():
+        inband = np.mean([c["in_band"] for c in cs])
+        dist = [c["dist"] for c in cs]
+        far = sum(d > 1.0 for d in dist)
+        note = f"  {extra[method]}" if extra and method in extra else ""
+        print(
+            f"{method:22s} {inband:8.0%} {np.mean(dist):13.2f} {np.max(dist):12.2f} {far:6d}/{len(cs):<3d} "
+            f"{np.mean([c['band_dist'] for c in cs]):8.2f} {np.mean([c['regret'] for c in cs]):7.2f}{note}"
+        )
+
+
+def print_cases(task: Task, gt: dict[str, np.ndarray], rows: Rows, methods: Iterable[str]) -> None:
+    grid = task.grid()
+    for protocol in PROTOCOLS:
+        scores = gt[protocol]
+        from _quality_rules import band
+
+        good = grid[band(task.kind, scores)]
+        print(
+            f"  {task.name:24s} {protocol:8s} best={grid[int(np.argmax(scores))]:.1e} "
+            f"band=[{good.min():.1e}, {good.max():.1e}]"
+        )
+        for method in methods:
+            c = next(c for c in rows[method] if c["task"] == task.name and c["protocol"] == protocol)
+            lr = "-" if c["lr"] is None else f"{c['lr']:.2e}"
+            print(f"      {method:20s} lr={lr:9s} in={c['in_band']!s:5s} dist={c['dist']:.2f} regret={c['regret']:.2f}")
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def selected(args: argparse.Namespace) -> list[Task]:
+    chosen = [t for t in tasks() if args.split == "all" or t.split == args.split]
+    if args.tasks:
+        chosen = [t for t in chosen if t.name in args.tasks]
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 tasks, one seed, a coarser grid")
-    parser.add_argument("--ground-truth-only", action="store_true", help="fill the cache and stop")
+    parser.add_argument("--split", choices=("all", HELD_OUT, TUNING), default="all")
+    parser.add_argument("--tasks", nargs="*", help="only these task names")
+    parser.add_argument("--num-steps", type=int, nargs="*", default=[100, 200], help="sweep lengths (default 100 200)")
+    parser.add_argument("--ground-truth-only", action="store_true", help="fill the ground-truth cache and stop")
+    parser.add_argument("--options", action="store_true", help="also measure the options beyond the rule")
+    parser.add_argument("--no-peers", action="store_true", help="skip torch-lr-finder and Lightning")
     parser.add_argument("--verbose", action="store_true", help="print every case")
-    parser.add_argument("--num-steps", type=int, default=NUM_STEPS, help="points per range test (default 100)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    logging.getLogger("torch_lrrange").setLevel(logging.WARNING)
-    all_tasks = tasks()[:3] if args.quick else tasks()
-    seeds = (0,) if args.quick else (0, 1)
-    lrs = grid(args.quick)
-    train_cache = Cache("trained.json")
-    curve_cache = Cache("curves.json")
+    logging.getLogger("torch_lrrange").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="torch_lrrange")
+    all_tasks = selected(args)
+    train_cache, curve_cache = Cache("trained.json"), Cache("curves.json")
 
-    k = args.num_steps
-    rows: dict[str, list[tuple[bool, float, float]]] = {}
+    gts = {}
     for task in all_tasks:
-        truth = {p: np.array([trained(train_cache, task, lr, p, seeds) for lr in lrs]) for p in PROTOCOLS}
+        gts[task.name] = truth(train_cache, task)
         if args.ground_truth_only:
-            print(task.name, {p: np.round(v, 3).tolist() for p, v in truth.items()}, flush=True)
-            continue
-        curve = curve_cache.get(f"{task.name}|ours|{k}", lambda task=task: our_curve(task, k))
-        peers = {
-            "torch-lr-finder": curve_cache.get(f"{task.name}|tlf|{k}", lambda task=task: torch_lr_finder_lr(task, k)),
-            "lightning": curve_cache.get(f"{task.name}|pl|{k}", lambda task=task: lightning_lr(task, k)),
-        }
-        for method, by_protocol in suggestions(curve, peers).items():
-            for protocol in PROTOCOLS:
-                scores = truth[protocol]
-                best_i = int(np.argmax(scores))
-                best = float(scores[best_i])
-                band = _band(task, scores, best)
-                lr = by_protocol[protocol]
-                if lr is None:
-                    case = (False, float(np.log10(lrs[-1] / lrs[0])), regret(task, best, float(np.min(scores))))
-                else:
-                    nearest = int(np.argmin(np.abs(np.log10(lrs) - math.log10(lr))))
-                    got = trained(train_cache, task, lr, protocol, seeds)
-                    case = (bool(band[nearest]), abs(math.log10(lr / lrs[best_i])), regret(task, best, got))
-                rows.setdefault(method, []).append(case)
-                if args.verbose:
-                    band_lrs = lrs[band]
-                    print(
-                        f"{task.name:22s} {protocol:8s} {method:16s} lr={'-' if lr is None else f'{lr:.2e}':9s} "
-                        f"best={lrs[best_i]:.1e} band=[{band_lrs.min():.1e}, {band_lrs.max():.1e}] "
-                        f"in={case[0]!s:5s} dist={case[1]:.2f} regret={case[2]:.2f}",
-                        flush=True,
-                    )
+            print(task.name, {p: np.round(v, 3).tolist() for p, v in gts[task.name].items()}, flush=True)
     if args.ground_truth_only:
         return
-    cases = len(all_tasks) * len(PROTOCOLS)
-    print(
-        f"\n{len(all_tasks)} tasks x {len(PROTOCOLS)} protocols = {cases} cases; grid {len(lrs)} LRs "
-        f"{lrs[0]:.0e}..{lrs[-1]:.0e}; seeds {seeds}; range tests of {args.num_steps} steps"
-    )
-    print(f"{'method':18s} {'in-band':>9s} {'mean |dlog10|':>14s} {'mean regret':>12s}")
-    for method, cs in rows.items():
-        inband = np.mean([c[0] for c in cs])
-        dist = np.mean([c[1] for c in cs])
-        reg = np.mean([c[2] for c in cs])
-        print(f"{method:18s} {inband:9.0%} {dist:14.2f} {reg:12.2f}")
-    print("regret: accuracy points, or % of the best validation loss (diabetes)")
 
+    for k in args.num_steps:
+        for split in SPLITS:
+            split_tasks = [t for t in all_tasks if t.split == split]
+            if not split_tasks:
+                continue
+            rows: Rows = {}
+            for task in split_tasks:
+                raw = curve(curve_cache, task, k)
+                peers = {}
+                if not args.no_peers:
+                    for peer, (tag, fn) in PEERS.items():
+                        peers[peer] = curve_cache.get(
+                            f"{task.name}|{tag}|{k}", lambda fn=fn, task=task, k=k: fn(task, k)
+                        )
+                score_task(task, gts[task.name], suggestions(task, raw, peers, k), rows)
+                if args.verbose:
+                    print_cases(task, gts[task.name], rows, rows)
+            print_table(
+                f"{split}: {len(split_tasks)} tasks x {len(PROTOCOLS)} protocols = {2 * len(split_tasks)} cases; "
+                f"range tests of {k} steps; ground truth: grids of 16 LRs, seeds {SEEDS}",
+                rows,
+            )
+    print("regret: accuracy points, or % of the best validation loss (loss tasks); '>1 decade': cases off by more")
+    if args.options:
+        import _quality_report
 
-def _band(task: Task, scores: np.ndarray, best: float) -> np.ndarray:
-    """Grid LRs within 1 accuracy point (2% of the loss) of the best, as an interval (noise makes holes)."""
-    good = scores >= (best - 1.0 if task.kind == "accuracy" else best - 0.02 * abs(best))
-    idx = np.flatnonzero(good)
-    band = np.zeros_like(good)
-    band[idx.min() : idx.max() + 1] = True
-    return band
+        _quality_report.options_report(all_tasks, gts, args)
 
 
 if __name__ == "__main__":

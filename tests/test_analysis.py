@@ -14,6 +14,7 @@ from torch_lrrange.analysis import (
     MIN_POINTS,
     _savgol_interp,
     bounds,
+    climb_index,
     descent,
     divergence_index,
     slope,
@@ -307,6 +308,70 @@ def test_curve_is_cut_at_divergence_and_raw_losses_kept():
     np.testing.assert_array_equal(r.losses, losses[:n])
     assert not np.array_equal(r.smoothed, r.losses)
     assert r.max_lr < lrs[n - 1]
+
+
+def lm_like_curve(n=100, seed=0):
+    """A transformer-LM-like sweep: a descent to a minimum at 10**-2.2, a ragged plateau, then a steep blow-up.
+
+    The blow-up rises tenfold over its last ten points before the live divergence
+    rule stops the sweep: the points a zero-phase smoother rings on.
+    """
+    log_lrs = np.linspace(-6, 0.3, n)
+    rng = np.random.default_rng(seed)
+    descent_part = 4.4 - 1.2 * (1 + np.tanh((log_lrs + 3.0) / 0.5)) / 2
+    plateau = 0.25 * np.clip(log_lrs + 2.2, 0, None)
+    losses = descent_part + plateau + rng.normal(0, 0.06, n)
+    blow = log_lrs > -0.4
+    losses[blow] *= np.exp(4.5 * (log_lrs[blow] + 0.4))
+    return 10**log_lrs, losses
+
+
+def test_climb_index_finds_the_final_climb_above_the_starting_level():
+    assert climb_index([2.0, 2.0, 1.9, 1.5, 1.0, 0.8, 0.9, 1.8, 2.5, 4.0, 9.0]) == 7
+    assert climb_index([2.0, 1.9, 1.5, 1.0, 0.8, 0.7, 0.7, 0.6]) == 8  # never climbs: the whole curve
+    # one noisy point above the level neither starts nor ends a climb
+    assert climb_index([2.0, 2.0, 1.9, 1.0, 5.0, 0.9, 0.8, 0.9, 0.8, 0.9]) == 10
+    # a climb that falls back below the level is not the final one
+    assert climb_index([2.0, 2.0, 1.8, 1.2, 3.0, 3.0, 3.0, 1.0, 0.8, 0.9, 3.0, 4.0, 6.0]) == 10
+    assert climb_index([]) == 0
+
+
+def test_climb_index_is_scale_free():
+    _, losses = lm_like_curve()
+    assert climb_index(losses) == climb_index(losses * 1e-6) == climb_index(losses * 1e6)
+
+
+def test_blow_up_does_not_pull_the_minimum_to_the_edge_of_divergence():
+    """The smoother never sees the blow-up: the minimum stays where the raw losses bottom out."""
+    for seed in range(5):
+        lrs, losses = lm_like_curve(seed=seed)
+        n = divergence_index(losses)
+        assert n < len(losses)
+        s = suggest(lrs, losses)
+        assert s.minimum_at is not None and s.lr is not None
+        # the raw curve's running minimum region, not the last points before divergence
+        assert -2.9 <= math.log10(s.minimum_at) <= -1.5, seed
+        assert s.climb_at is not None and math.log10(s.climb_at) > -0.7
+        # every point before the climb is smoothed from points before it: no dip below the raw curve there
+        read = climb_index(losses[:n])
+        assert np.min(s.smoothed[:read]) >= np.min(losses[:read]) - 0.1
+        assert len(s.smoothed) == n
+
+
+def test_climb_point_is_reported_even_without_a_clear_descent():
+    flat = 2.0 + np.random.default_rng(0).normal(0, 0.05, 100)
+    lrs = np.logspace(-6, 1, 100)
+    s = suggest(lrs, flat)
+    assert s.lr is None and s.minimum_at is None
+    assert s.climb_at is not None and lrs[0] <= s.climb_at <= lrs[-1]
+    assert suggest(lrs[:5], flat[:5]).climb_at is None  # too few points: nothing is read
+
+
+def test_minimum_and_climb_are_the_curves_own_points():
+    lrs, losses = curve(noise=0.02, seed=2)
+    s = suggest(lrs, losses)
+    assert s.minimum_at in lrs and s.climb_at in lrs
+    assert s.lr <= s.max_lr < s.minimum_at <= s.climb_at
 
 
 def test_short_curve_keeps_its_points():

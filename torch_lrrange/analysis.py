@@ -6,7 +6,10 @@ and returns plain values; nothing here touches torch. The pipeline of
 
 1. cut the curve before its first diverged point (:func:`divergence_index`, the
    same :class:`~torch_lrrange.divergence.DivergenceRule` a ``RangeTest``
-   applies while it sweeps; this is the only place a curve is cut);
+   applies while it sweeps; this is the only place a curve is cut), and read it
+   only up to where the loss climbs back above its starting level for good
+   (:func:`climb_index`): the points of the blow-up are kept and shown, but
+   never smoothed into the part the suggestion is read from;
 2. smooth it without lag (:func:`smooth`: Savitzky-Golay over log10(lr), window
    a fixed fraction of the curve); the raw losses are kept;
 3. differentiate it with respect to **log10(lr)** (:func:`slope`): ``d loss /
@@ -45,6 +48,7 @@ __all__ = [
     "Suggestion",
     "UnusableCurveError",
     "bounds",
+    "climb_index",
     "descent",
     "divergence_index",
     "slope",
@@ -65,6 +69,8 @@ MIN_SNR = 8.0
 START_FRACTION = 0.1
 #: ``max_lr`` is this factor (half a decade) below the LR of the smoothed minimum.
 MARGIN = math.sqrt(10.0)
+#: Points of the running median :func:`climb_index` compares with the starting level.
+CLIMB_MEDIAN = 5
 
 
 class UnusableCurveError(ValueError):
@@ -186,6 +192,40 @@ def slope(lrs: Any, values: Any) -> np.ndarray:
 
 def _slope(log_lrs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.gradient(y, log_lrs) if len(y) >= 2 else np.zeros_like(y)
+
+
+def _running_median(y: np.ndarray, width: int) -> np.ndarray:
+    half = width // 2
+    padded = np.pad(y, half, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
+
+
+def climb_index(losses: Any) -> int:
+    """Index where the loss climbs above its starting level for good; ``len(losses)`` if it never does.
+
+    The starting level is the mean loss over the first smoothing window (as in
+    :class:`Descent`); the loss is judged by its running median over
+    ``CLIMB_MEDIAN`` points, so one noisy point neither starts nor ends a climb.
+    The index is the first point of the last run of medians above the level
+    that reaches the end of the curve: past it the sweep only blows up.
+
+    A zero-phase smoother fed those points rings: the fit of a steep climb dips
+    below the raw losses just before it, and that dip can become the curve's
+    smoothed minimum, a few points short of divergence. :func:`suggest`
+    therefore reads the curve only up to this index.
+
+    Example:
+        >>> climb_index([2.0, 2.0, 1.9, 1.5, 1.0, 0.8, 0.9, 1.8, 2.5, 4.0, 9.0])
+        7
+    """
+    y = np.asarray(losses, dtype=np.float64).reshape(-1)
+    n = len(y)
+    if n == 0:
+        return 0
+    y = y / _scale(y)  # no overflow in the mean of losses near the float limit
+    level = float(np.mean(y[: min(_window(n), n)]))
+    below = np.flatnonzero(_running_median(y, CLIMB_MEDIAN) <= level)
+    return n if len(below) == 0 else int(below[-1]) + 1
 
 
 @dataclass
@@ -326,6 +366,12 @@ class Suggestion:
     smoothed: np.ndarray = field(default_factory=lambda: np.zeros(0))
     #: Points read: those before the first diverged point (the rest are cut).
     points: int = 0
+    #: LR of the smoothed minimum (``None`` when unusable).
+    minimum_at: float | None = None
+    #: LR where the loss climbed back above its starting level for good (:func:`climb_index`),
+    #: or the last LR read when it never did; also set when the descent is unclear, as the top of
+    #: the confirmation phase's candidates (``None`` only below ``MIN_POINTS`` sane points).
+    climb_at: float | None = None
 
 
 def suggest(
@@ -354,9 +400,11 @@ def suggest(
         warnings.append(f"too few points: {n} sane points, at least {MIN_POINTS} are needed")
         return Suggestion(None, None, None, 0.0, warnings, y.copy(), n)
     scale = _scale(y)  # the analysis runs on losses / max|loss|: scale-free, and no overflow
-    s = _smooth(log_x, y / scale)
-    g = _slope(log_x, s)
-    d = descent(y / scale, s, g)
+    read = max(climb_index(y), MIN_POINTS)  # the blow-up is shown, not read
+    s = _smooth(log_x[:read], y[:read] / scale)
+    g = _slope(log_x[:read], s)
+    d = descent(y[:read] / scale, s, g)
+    shown = np.concatenate([s, _smooth(log_x[read:], y[read:] / scale)]) * scale
     snr = d.snr
     if d.minimum == 0 or d.drop <= 0:
         warnings.append("no descent: the loss never fell (start_lr too high, or the model does not learn)")
@@ -365,8 +413,9 @@ def suggest(
             f"no clear descent: the loss fell by {snr:.1f} standard errors, at least {MIN_SNR:g} are needed "
             "(flat or noisy curve: try repeats=, a larger batch, or a wider LR range)"
         )
+    climb_at = float(x[read - 1])
     if warnings:
-        return Suggestion(None, None, None, 0.0, warnings, s * scale, n)
+        return Suggestion(None, None, None, 0.0, warnings, shown, n, climb_at=climb_at)
     confidence = 1.0 - MIN_SNR / snr
     if snr < 2 * MIN_SNR:
         warnings.append(f"too noisy: the loss fell by only {snr:.1f} standard errors (try repeats= or a larger batch)")
@@ -376,13 +425,14 @@ def suggest(
     if d.minimum == n - 1:
         warnings.append("the loss was still falling at the end of the sweep: end_lr may be too low")
         confidence = min(confidence, 0.5)
-    lr = METHODS[method](x, s, g, d)
-    min_lr, max_lr = bounds(x, d)
+    x_read = x[:read]
+    lr = METHODS[method](x_read, s, g, d)
+    min_lr, max_lr = bounds(x_read, d)
     ceiling = float(x[d.minimum - 1])
     lr = min(max(lr, float(x[0])), ceiling)
     min_lr = min(min_lr, lr)
     max_lr = min(max(max_lr, lr), ceiling)
-    return Suggestion(lr, min_lr, max_lr, confidence, warnings, s * scale, n)
+    return Suggestion(lr, min_lr, max_lr, confidence, warnings, shown, n, float(x[d.minimum]), climb_at)
 
 
 def __getattr__(name: str) -> Any:

@@ -505,7 +505,8 @@ def range_test_grid(
         >>> _ = torch.manual_seed(0)
         >>> model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
         >>> opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        >>> data = [(torch.randn(32, 8), torch.randint(0, 3, (32,))) for _ in range(10)]
+        >>> w = torch.randn(8, 3)  # a learnable task: labels from a linear map
+        >>> data = [(x, (x @ w).argmax(1)) for x in torch.randn(10, 32, 8)]
         >>> grid = range_test_grid(model, opt, data, lambda m, b: F.cross_entropy(m(b[0]), b[1]),
         ...                        grid={"weight_decay": [0, 1e-3, 1e-1]}, num_steps=60, progress=False)
         >>> list(grid.results)

@@ -1,0 +1,213 @@
+"""The benchmark's range tests, and the options beyond the rule, measured on the same tasks.
+
+* :func:`sweep`: the range test a user runs (``range_test`` on the task's
+  training loader), its raw curve kept whole so every rule can read it.
+* :func:`validation_sweep`: the same sweep reading the validation loss, either
+  through ``range_test(..., val_loader=)`` (the whole validation set after each
+  step) or in the user's own loop (one validation batch per step, recorded with
+  ``RangeTest.record``).
+* :func:`confirm`: a confirmation phase prototype: after the sweep, short runs
+  at a few candidate LRs from the same starting state, keeping the best.
+* :func:`lr_free`: what a user might pick instead of a finder: Prodigy,
+  D-Adaptation Adam and Schedule-Free AdamW at their documented defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from _quality_tasks import Task, fit
+
+from torch_lrrange import RangeTest, Snapshot, range_test
+
+START_LR, END_LR = 1e-6, 10.0
+#: The sweep runs on past divergence (the analysis cuts the curve where a default sweep would stop).
+RECORD_THRESHOLD = 1e6
+
+
+def _loss_fn(task: Task) -> Callable[[Any, Any], torch.Tensor]:
+    return lambda m, b: task.loss(m(b[0]), b[1])
+
+
+def sweep(task: Task, num_steps: int, repeats: int = 1) -> dict[str, list[float]]:
+    """One range test of the task from seed 0's weights (1e-6 to 10): its LRs and raw losses."""
+    model = task.build(0)
+    opt = task.optimizer(model.parameters(), 1e-3)
+    result = range_test(
+        model,
+        opt,
+        task.loader(0),
+        _loss_fn(task),
+        start_lr=START_LR,
+        end_lr=END_LR,
+        num_steps=num_steps,
+        repeats=repeats,
+        diverge_threshold=RECORD_THRESHOLD,
+        progress=False,
+    )
+    return {"lrs": result.lrs.tolist(), "losses": result.losses.tolist()}
+
+
+def validation_sweep(task: Task, num_steps: int, own_loop: bool) -> dict[str, list[float]]:
+    """A range test of the validation loss.
+
+    ``own_loop=False``: ``range_test(..., val_loader=task.val_loader())``, the
+    whole validation set after every step. ``own_loop=True``: a ``RangeTest``
+    around a plain loop that records, after each step, the loss of the next
+    validation batch (training batch size, cycling through the set).
+    """
+    model = task.build(0)
+    opt = task.optimizer(model.parameters(), 1e-3)
+    common = dict(start_lr=START_LR, end_lr=END_LR, num_steps=num_steps, diverge_threshold=RECORD_THRESHOLD)
+    if not own_loop:
+        result = range_test(
+            model, opt, task.loader(0), _loss_fn(task), val_loader=task.val_loader(), progress=False, **common
+        )
+        return {"lrs": result.lrs.tolist(), "losses": result.losses.tolist()}
+    val = task.val_loader(task.batch_size)
+    with RangeTest(model, opt, progress=False, **common) as rt:
+        for i, (x, y) in enumerate(rt.batches(task.loader(0))):
+            opt.zero_grad()
+            task.loss(model(x), y).backward()
+            opt.step()
+            xv, yv = val[i % len(val)]
+            model.eval()
+            with torch.no_grad():
+                val_loss = task.loss(model(xv), yv)
+            model.train()
+            rt.record(val_loss)
+    assert rt.result is not None
+    return {"lrs": rt.result.lrs.tolist(), "losses": rt.result.losses.tolist()}
+
+
+# --- confirmation phase --------------------------------------------------------------------
+
+
+def confirm(task: Task, candidates: list[float], steps: int) -> dict[str, Any]:
+    """Short constant-LR runs from seed 0's starting state, one per candidate: what a confirmation phase sees.
+
+    Each run restores the same snapshot (``torch_lrrange.Snapshot``), takes
+    ``steps`` optimizer steps on the training loader (seed 0's order) and
+    records every training loss; after the run, the validation loss. A run
+    whose loss turns non-finite stops there. Returns ``{"lrs", "runs"
+    (training losses per run), "vals" (validation loss per run, inf after a
+    blow-up), "steps"}``.
+    """
+    model = task.build(0)
+    opt = task.optimizer(model.parameters(), 1e-3)
+    snapshot = Snapshot.take(model, opt)
+    runs: list[list[float]] = []
+    vals: list[float] = []
+    try:
+        for lr in candidates:
+            snapshot.restore()
+            for group in opt.param_groups:
+                group["lr"] = lr
+            losses: list[float] = []
+            batches = _cycle(task.loader(0))
+            for _ in range(steps):
+                x, y = next(batches)
+                opt.zero_grad()
+                loss = task.loss(model(x), y)
+                losses.append(float(loss))
+                if not torch.isfinite(loss):
+                    break
+                loss.backward()
+                opt.step()
+            runs.append(losses)
+            val = _val_loss(task, model) if len(losses) == steps and math.isfinite(losses[-1]) else math.inf
+            vals.append(val if math.isfinite(val) else math.inf)
+    finally:
+        snapshot.restore()
+        snapshot.release()
+    return {"lrs": list(candidates), "runs": runs, "vals": vals, "steps": steps}
+
+
+def probe(task: Task, candidates: list[float], steps: int, val_at: tuple[int, ...] = (25, 50, 100)) -> dict[str, Any]:
+    """What every confirmation variant needs, recorded once: per candidate LR, each step's training loss
+    and the validation loss after ``val_at`` steps (runs from seed 0's starting state, as :func:`confirm`)."""
+    model = task.build(0)
+    opt = task.optimizer(model.parameters(), 1e-3)
+    snapshot = Snapshot.take(model, opt)
+    runs = []
+    try:
+        for lr in candidates:
+            snapshot.restore()
+            for group in opt.param_groups:
+                group["lr"] = lr
+            losses: list[float] = []
+            vals: dict[str, float] = {}
+            batches = _cycle(task.loader(0))
+            for step in range(1, steps + 1):
+                x, y = next(batches)
+                opt.zero_grad()
+                loss = task.loss(model(x), y)
+                if not torch.isfinite(loss):
+                    break
+                loss.backward()
+                opt.step()
+                losses.append(float(loss))
+                if step in val_at:
+                    vals[str(step)] = _val_loss(task, model)
+            runs.append({"lr": lr, "losses": losses, "val": vals})
+    finally:
+        snapshot.restore()
+        snapshot.release()
+    return {"runs": runs}
+
+
+def _cycle(loader: Any):
+    while True:
+        yield from loader
+
+
+@torch.no_grad()
+def _val_loss(task: Task, model: torch.nn.Module) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for xv, yv in task.val_loader():
+        total += float(task.loss(model(xv), yv)) * len(xv)
+        count += len(xv)
+    model.train()
+    return total / count
+
+
+# --- LR-free optimizers --------------------------------------------------------------------
+
+LR_FREE = ("prodigy", "dadapt-adam", "schedulefree-adamw")
+
+
+def _weight_decay(task: Task) -> float:
+    """The task's decoupled weight decay (AdamW), which a user would carry over; 0 otherwise."""
+    opt = task.optimizer([torch.nn.Parameter(torch.zeros(2, 2))], 1e-3)
+    if isinstance(opt, torch.optim.AdamW):
+        return float(opt.param_groups[0]["weight_decay"])
+    return 0.0
+
+
+def lr_free_optimizer(name: str, params: Any, task: Task) -> torch.optim.Optimizer:
+    """``name`` at its documented defaults (lr 1 for Prodigy and D-Adaptation, 0.0025 for Schedule-Free)."""
+    wd = _weight_decay(task)
+    if name == "prodigy":
+        from prodigyopt import Prodigy
+
+        return Prodigy(params, lr=1.0, weight_decay=wd)
+    if name == "dadapt-adam":
+        from dadaptation import DAdaptAdam
+
+        return DAdaptAdam(params, lr=1.0, weight_decay=wd, decouple=wd > 0)
+    if name == "schedulefree-adamw":
+        from schedulefree import AdamWScheduleFree
+
+        return AdamWScheduleFree(params, weight_decay=wd)
+    raise ValueError(f"unknown LR-free optimizer {name!r}")
+
+
+def lr_free(task: Task, name: str, seed: int) -> float:
+    """Validation metric after the task's budget with ``name`` (no schedule; Schedule-Free needs none)."""
+    model = task.build(seed)
+    opt = lr_free_optimizer(name, model.parameters(), task)
+    return fit(task, model, opt, None, seed)

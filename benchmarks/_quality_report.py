@@ -1,0 +1,146 @@
+"""The options beyond the rule, scored on the benchmark's tasks (``suggestion_quality.py --options``).
+
+* validation-aware reading: the default rule on a validation-loss sweep
+  (``range_test(..., val_loader=)``, and ``RangeTest`` in the user's own loop,
+  recording one validation batch per step);
+* a confirmation phase (:mod:`torch_lrrange.confirm`): short runs at candidate
+  LRs below the sweep's climb point, the best kept by the last training losses
+  (``confirm``) or by the validation loss after each run (``confirm-val``); and,
+  for reference, the variant first tried on the issue: candidates from L*/1000
+  to L*/3 around the smoothed minimum L* (``confirm-L*``);
+* LR-free optimizers at their documented defaults, against training at the suggestion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import _quality_options as options
+import numpy as np
+from _quality_rules import case, interpolated, regret
+from _quality_tasks import HELD_OUT, TUNING, Cache, Task, score
+from suggestion_quality import PROTOCOLS, SEEDS, Rows, curve, ours, print_table
+
+from torch_lrrange import analyze, confirm
+
+#: Fractions of L* of the variant tried on the issue (six candidates, L*/1000 to L*/3).
+ISSUE_FRACTIONS = [10**-3, 10**-2.5, 10**-2, 10**-1.5, 10**-1, 10**-0.5]
+NONE = {"constant": None, "onecycle": None}
+
+
+def _confirmed(run: dict, by: str) -> dict[str, float | None]:
+    """``{protocol: lr}`` of the confirmation phase's choice from recorded runs (``by``: "train" or "val")."""
+    try:
+        if by == "train":
+            chosen = confirm.choose(run["lrs"], run["runs"], steps=run["steps"])
+        else:
+            chosen = confirm.choose(run["lrs"], [[v] for v in run["vals"]], steps=1, tail=1)
+    except ValueError:
+        return dict(NONE)
+    return {"constant": chosen.lr, "onecycle": chosen.max_lr}
+
+
+def option_methods(task: Task, k: int, curve_cache: Cache, opt_cache: Cache) -> tuple[dict, dict[str, int]]:
+    """``{method: {protocol: lr}}`` of every option for one task and sweep length, and each one's extra steps."""
+    raw = curve(curve_cache, task, k)
+    result = analyze(raw["lrs"], raw["losses"])
+    methods: dict[str, dict[str, float | None]] = {"default": ours(raw, "default")}
+    cost: dict[str, int] = {}
+    for own in (False, True):
+        name = "val-own-loop" if own else "val-range_test"
+        vraw = opt_cache.get(f"{task.name}|{name}|{k}", lambda own=own: options.validation_sweep(task, k, own))
+        methods[name] = ours(vraw, "default")
+    climb = result.suggestion.climb_at
+    if climb is None:
+        methods["confirm"] = methods["confirm-val"] = dict(NONE)
+    else:
+        lrs = confirm.candidates(climb)
+        run = opt_cache.get(f"{task.name}|confirm|{k}", lambda: options.confirm(task, lrs, confirm.STEPS))
+        methods["confirm"] = _confirmed(run, "train")
+        methods["confirm-val"] = _confirmed(run, "val")
+        cost["confirm"] = cost["confirm-val"] = confirm.STEPS * len(lrs)
+    if k == 100:
+        lstar = result.suggestion.minimum_at
+        if lstar is None:
+            methods["confirm-L*"] = dict(NONE)
+        else:
+            lrs = [f * lstar for f in ISSUE_FRACTIONS]
+            run = opt_cache.get(f"{task.name}|confirm-L*|{k}", lambda: options.confirm(task, lrs, 100))
+            methods["confirm-L*"] = _confirmed(run, "train")
+            cost["confirm-L*"] = 100 * len(lrs)
+    return methods, cost
+
+
+def options_report(all_tasks: list[Task], gts: dict[str, dict[str, np.ndarray]], args: argparse.Namespace) -> None:
+    curve_cache, opt_cache = Cache("curves.json"), Cache("options.json")
+    for split in (HELD_OUT, TUNING):
+        split_tasks = [t for t in all_tasks if t.split == split]
+        if not split_tasks:
+            continue
+        for k in args.num_steps:
+            rows: Rows = {}
+            costs: dict[str, list[int]] = {}
+            for task in split_tasks:
+                methods, cost = option_methods(task, k, curve_cache, opt_cache)
+                for name, c in cost.items():
+                    costs.setdefault(name, []).append(c)
+                for method, by_protocol in methods.items():
+                    for protocol in PROTOCOLS:
+                        c = case(task.kind, task.grid(), gts[task.name][protocol], by_protocol[protocol])
+                        c.update(task=task.name, protocol=protocol, lr=by_protocol[protocol])
+                        rows.setdefault(method, []).append(c)
+                if args.verbose:
+                    for protocol in PROTOCOLS:
+                        grid = task.grid()
+                        best = grid[int(np.argmax(gts[task.name][protocol]))]
+                        line = " ".join(
+                            f"{m}={'-' if v[protocol] is None else f'{v[protocol]:.1e}'}" for m, v in methods.items()
+                        )
+                        print(f"  {task.name:24s} {protocol:8s} best={best:.1e} {line}")
+            extra = {name: f"+{np.mean(c):.0f} optimizer steps" for name, c in costs.items()}
+            extra.update(
+                {
+                    "val-range_test": f"{k} points, each one step and a validation pass",
+                    "val-own-loop": f"{k} points, each one step and one validation batch",
+                }
+            )
+            print_table(f"options, {split}: {len(split_tasks)} tasks; sweeps of {k} steps", rows, extra)
+        lr_free_report(split, split_tasks, gts, curve_cache, opt_cache)
+
+
+def lr_free_report(
+    split: str, split_tasks: list[Task], gts: dict[str, dict[str, np.ndarray]], curve_cache: Cache, opt_cache: Cache
+) -> None:
+    """Regret of LR-free optimizers and of training at the suggestions, against the best grid LR of either protocol."""
+    cache = Cache("lrfree.json")
+    print(f"\nLR-free optimizers, {split}: regret against the best of both grids (accuracy points or % of the loss)")
+    ours_names = ["default/constant", "default/onecycle", "confirm/constant", "confirm/onecycle"]
+    names = [*ours_names, *options.LR_FREE]
+    print(f"{'task':26s} " + " ".join(f"{n:>18s}" for n in names))
+    table: dict[str, list[float]] = {n: [] for n in names}
+    for task in split_tasks:
+        gt = gts[task.name]
+        best = max(float(np.max(gt[p])) for p in PROTOCOLS)
+        methods, _ = option_methods(task, 100, curve_cache, opt_cache)
+        values: dict[str, float] = {}
+        for method in ("default", "confirm"):
+            for protocol in PROTOCOLS:
+                lr = methods[method][protocol]
+                got = float(np.min(gt[protocol])) if lr is None else interpolated(task.grid(), gt[protocol], lr)
+                values[f"{method}/{protocol}"] = regret(task.kind, best, got)
+        for name in options.LR_FREE:
+            scores = []
+            for seed in SEEDS:
+                value = cache.get(
+                    f"{task.name}|{name}|{seed}|e{task.epochs}", lambda n=name, s=seed, t=task: options.lr_free(t, n, s)
+                )
+                scores.append(score(task, math.nan if value is None else value))
+            values[name] = regret(task.kind, best, float(np.mean(scores)))
+        for n in names:
+            table[n].append(values[n])
+        print(f"{task.name:26s} " + " ".join(f"{values[n]:18.2f}" for n in names))
+    print(f"{'mean':26s} " + " ".join(f"{np.mean(table[n]):18.2f}" for n in names))
+    print(f"{'median':26s} " + " ".join(f"{np.median(table[n]):18.2f}" for n in names))
+    wins = {n: sum(table[n][i] <= table["default/constant"][i] for i in range(len(split_tasks))) for n in names}
+    print(f"{'<= default/constant':26s} " + " ".join(f"{wins[n]:18d}" for n in names))
