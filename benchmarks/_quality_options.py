@@ -112,7 +112,7 @@ def confirm(task: Task, candidates: list[float], steps: int) -> dict[str, Any]:
                 x, y = next(batches)
                 opt.zero_grad()
                 loss = task.loss(model(x), y)
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 if not torch.isfinite(loss):
                     break
                 loss.backward()
@@ -149,7 +149,7 @@ def probe(task: Task, candidates: list[float], steps: int, val_at: tuple[int, ..
                     break
                 loss.backward()
                 opt.step()
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
                 if step in val_at:
                     vals[str(step)] = _val_loss(task, model)
             runs.append({"lr": lr, "losses": losses, "val": vals})
