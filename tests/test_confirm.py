@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -183,3 +184,19 @@ def test_a_small_training_set_without_a_val_loader_warns():
     assert not any("small training set" in w for w in range_test(model, opt, big, _loss, num_steps=20).warnings)
     batches = list(loader)  # a plain list has no data set to count: no warning
     assert not any("small training set" in w for w in range_test(model, opt, batches, _loss, num_steps=20).warnings)
+
+
+def test_confirmation_runs_leave_the_global_rngs_as_they_were():
+    """Dropout draws from the global RNG in every candidate run; the draws are put back with everything else."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(320, 10)
+    data = list(zip(x.split(32), (x[:, 0] > 0).long().split(32)))
+    state, np_state, py_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    result = range_test(model, opt, data, _loss, start_lr=1e-5, end_lr=10, num_steps=60, confirm=10)
+    assert "confirmation" in result.metadata
+    assert torch.equal(torch.get_rng_state(), state)
+    assert random.getstate() == py_state
+    after = np.random.get_state()
+    assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
