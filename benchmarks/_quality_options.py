@@ -126,39 +126,6 @@ def confirm(task: Task, candidates: list[float], steps: int) -> dict[str, Any]:
     return {"lrs": list(candidates), "runs": runs, "vals": vals, "steps": steps}
 
 
-def probe(task: Task, candidates: list[float], steps: int, val_at: tuple[int, ...] = (25, 50, 100)) -> dict[str, Any]:
-    """What every confirmation variant needs, recorded once: per candidate LR, each step's training loss
-    and the validation loss after ``val_at`` steps (runs from seed 0's starting state, as :func:`confirm`)."""
-    model = task.build(0)
-    opt = task.optimizer(model.parameters(), 1e-3)
-    snapshot = Snapshot.take(model, opt)
-    runs = []
-    try:
-        for lr in candidates:
-            snapshot.restore()
-            for group in opt.param_groups:
-                group["lr"] = lr
-            losses: list[float] = []
-            vals: dict[str, float] = {}
-            batches = _cycle(task.loader(0))
-            for step in range(1, steps + 1):
-                x, y = next(batches)
-                opt.zero_grad()
-                loss = task.loss(model(x), y)
-                if not torch.isfinite(loss):
-                    break
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-                if step in val_at:
-                    vals[str(step)] = _val_loss(task, model)
-            runs.append({"lr": lr, "losses": losses, "val": vals})
-    finally:
-        snapshot.restore()
-        snapshot.release()
-    return {"runs": runs}
-
-
 def _cycle(loader: Any):
     while True:
         yield from loader

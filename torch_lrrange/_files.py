@@ -1,14 +1,15 @@
-"""Atomic file writes: a file is replaced whole or not at all."""
+"""Atomic file writes (a file is replaced whole or not at all), and the JSON files results are saved as."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import Callable
 from typing import IO, Any
 
-__all__ = ["atomic_write", "save_figure"]
+__all__ = ["atomic_write", "read_json", "save_figure", "write_json"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], *, binary: bool = False) -> None:
@@ -39,3 +40,22 @@ def save_figure(fig: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
     suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
     kwargs.setdefault("format", suffix or None)
     atomic_write(path, lambda f: fig.savefig(f, **kwargs), binary=True)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """``data`` as JSON (no NaN or Infinity), written through :func:`atomic_write`."""
+    text = json.dumps(data, indent=1, allow_nan=False)
+    atomic_write(path, lambda f: f.write(text))
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file's data; bad JSON, bad UTF-8, NaN/Infinity or absurd nesting raise ``ValueError`` naming the file."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as err:
+            raise ValueError(f"{os.fspath(path)} is not valid JSON: {err}") from err
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed (save() writes non-finite numbers as null)")

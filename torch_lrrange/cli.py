@@ -308,6 +308,12 @@ def _report(result: Any, png: str, json_path: str | None) -> int:
         print("no usable suggestion from this curve")
     for warning in result.warnings:
         print(f"warning: {warning}")
+    _write(result, png, json_path)
+    return 0 if result.usable else 1
+
+
+def _write(result: Any, png: str, json_path: str | None) -> None:
+    """Save ``result`` (a RangeTestResult or GridResult) as JSON and its plot as PNG, and say what was written."""
     written = []
     if json_path is not None:
         result.save(json_path)
@@ -319,7 +325,6 @@ def _report(result: Any, png: str, json_path: str | None) -> int:
     else:
         written.append(png)
     print("wrote " + " and ".join(written))
-    return 0 if result.usable else 1
 
 
 def _sweep_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -470,16 +475,7 @@ def _run_grid(
         print(f"min_lr  {best.min_lr:.3g}    CyclicLR base_lr")
         print(f"max_lr  {best.max_lr:.3g}    CyclicLR / OneCycleLR max_lr")
         status = 0
-    json_path, png = os.path.join(out, GRID_JSON_NAME), os.path.join(out, GRID_PNG_NAME)
-    result.save(json_path)
-    written = [json_path]
-    try:
-        result.plot(path=png)
-    except ImportError as err:
-        print(f"no plot: {err}")
-    else:
-        written.append(png)
-    print("wrote " + " and ".join(written))
+    _write(result, os.path.join(out, GRID_PNG_NAME), os.path.join(out, GRID_JSON_NAME))
     return status
 
 

@@ -12,7 +12,6 @@ a pure function of the curves; :class:`GridResult` holds the outcome as plain da
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import os
@@ -27,9 +26,9 @@ from torch import nn
 
 from . import distributed
 from ._checks import check_hyperparams, check_optimizer, check_positive_float
-from ._files import atomic_write
+from ._files import read_json, write_json
 from .analysis import UnusableCurveError
-from .result import RangeTestResult, _reject_constant, analyze
+from .result import RangeTestResult, analyze
 from .runner import LossFn, range_test
 from .snapshot import SnapshotError
 
@@ -368,19 +367,13 @@ class GridResult:
         """
         if not (all_ranks or distributed.is_rank_zero()):
             return False
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        atomic_write(path, lambda f: f.write(text))
+        write_json(path, self.to_dict())
         return True
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GridResult:
         """Read a grid written by :meth:`save` (plain JSON: nothing is executed)."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f, parse_constant=_reject_constant)
-            except (ValueError, RecursionError) as err:
-                raise ValueError(f"{os.fspath(path)} is not valid JSON: {err}") from err
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path))
 
 
 def _shown(value: Any) -> str:

@@ -43,16 +43,7 @@ def plot_result(
     the figure is then closed if this function created it), returns the axes.
     ``title`` defaults to a one-line summary of the result.
     """
-    matplotlib = require("matplotlib", "plot")
-    created = ax is None
-    if created:
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 4.8))
-    else:
-        fig = ax.figure
+    fig, ax, created = _axes(ax, path)
     lrs = np.asarray(result.lrs, dtype=np.float64)
     raw = np.asarray(result.losses, dtype=np.float64)
     smoothed = np.asarray(result.smoothed, dtype=np.float64)
@@ -80,18 +71,7 @@ def plot_result(
         title = "LR range test: " + summary
         if result.warnings:
             title += "\n" + textwrap.fill("; ".join(result.warnings), 110)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower left")
-    if path is not None:
-        from .distributed import is_rank_zero
-
-        if all_ranks or is_rank_zero():
-            save_figure(fig, path, dpi=110, bbox_inches="tight")
-        if created:
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
-    return ax
+    return _finish(fig, ax, title, path, created, all_ranks)
 
 
 def plot_grid(
@@ -113,16 +93,7 @@ def plot_grid(
     given (under ``torch.distributed``: on rank 0 only, unless ``all_ranks=True``;
     the figure is then closed if this function created it), returns the axes.
     """
-    matplotlib = require("matplotlib", "plot")
-    created = ax is None
-    if created:
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 4.8))
-    else:
-        fig = ax.figure
+    fig, ax, created = _axes(ax, path)
     lows, highs = [], []
     for i, (result, label) in enumerate(zip(results, labels)):
         lrs = np.asarray(result.lrs, dtype=np.float64)
@@ -154,6 +125,24 @@ def plot_grid(
         title = "LR range tests over a hyperparameter grid: " + (
             "no usable curve" if chosen is None else f"chosen {labels[chosen]}"
         )
+    return _finish(fig, ax, title, path, created, all_ranks)
+
+
+def _axes(ax: Any, path: Any) -> tuple[Any, Any, bool]:
+    """``(figure, axes, created)``: ``ax`` and its figure, or a new figure (off-screen when saving to ``path``)."""
+    matplotlib = require("matplotlib", "plot")
+    if ax is not None:
+        return ax.figure, ax, False
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    return fig, ax, True
+
+
+def _finish(fig: Any, ax: Any, title: str, path: Any, created: bool, all_ranks: bool) -> Any:
+    """Title and legend; save to ``path`` (rank 0 only unless ``all_ranks``), closing a figure made here."""
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="lower left")
     if path is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings as _warnings
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from ._checks import check_threshold
-from ._files import atomic_write
+from ._files import read_json, write_json
 from .analysis import Suggestion, UnusableCurveError, suggest
 from .divergence import DEFAULT_THRESHOLD
 
@@ -224,19 +223,13 @@ class RangeTestResult:
 
         if not (all_ranks or is_rank_zero()):
             return False
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
-        atomic_write(path, lambda f: f.write(text))
+        write_json(path, self.to_dict())
         return True
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RangeTestResult:
         """Read a result written by :meth:`save` (plain JSON: nothing is executed)."""
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f, parse_constant=_reject_constant)
-            except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, NaN/Infinity, absurd nesting
-                raise ValueError(f"{os.fspath(path)} is not valid JSON: {err}") from err
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path))
 
     def __repr__(self) -> str:
         if self.usable:
@@ -342,10 +335,6 @@ def json_value(value: Any, where: str) -> Any:
 def _deprecated(old: str, new: str, value: Any) -> Any:
     _warnings.warn(f"RangeTestResult.{old} is deprecated; use result.{new}", DeprecationWarning, stacklevel=3)
     return value
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not allowed (save() writes non-finite numbers as null)")
 
 
 def _floats(values: Any) -> list[float | None]:
