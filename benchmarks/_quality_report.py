@@ -5,9 +5,11 @@
   recording one validation batch per step);
 * a confirmation phase (:mod:`torch_lrrange.confirm`): short runs at candidate
   LRs below the sweep's climb point, the best kept by the last training losses
-  (``confirm``) or by the validation loss after each run (``confirm-val``); and,
-  for reference, the variant first tried on the issue: candidates from L*/1000
-  to L*/3 around the smoothed minimum L* (``confirm-L*``);
+  (``confirm``) or by the validation loss after each run (``confirm-val``); the
+  same runs read between the candidates (``-refined``: the vertex of the parabola
+  through the winner's and its neighbours' scores in log10 LR, tried and not
+  shipped); and, for reference, the variant first tried on the issue: candidates
+  from L*/1000 to L*/3 around the smoothed minimum L* (``confirm-L*``);
 * LR-free optimizers at their documented defaults, against training at the suggestion.
 """
 
@@ -29,7 +31,7 @@ ISSUE_FRACTIONS = [10**-3, 10**-2.5, 10**-2, 10**-1.5, 10**-1, 10**-0.5]
 NONE = {"constant": None, "onecycle": None}
 
 
-def _confirmed(run: dict, by: str) -> dict[str, float | None]:
+def _confirmed(run: dict, by: str, refined: bool = False) -> dict[str, float | None]:
     """``{protocol: lr}`` of the confirmation phase's choice from recorded runs (``by``: "train" or "val")."""
     try:
         if by == "train":
@@ -38,7 +40,22 @@ def _confirmed(run: dict, by: str) -> dict[str, float | None]:
             chosen = confirm.choose(run["lrs"], [[v] for v in run["vals"]], steps=1, tail=1)
     except ValueError:
         return dict(NONE)
-    return {"constant": chosen.lr, "onecycle": chosen.max_lr}
+    lr = _vertex(chosen.candidates, chosen.scores, chosen.lr) if refined else chosen.lr
+    return {"constant": lr, "onecycle": lr * confirm.MAX_FACTOR}
+
+
+def _vertex(lrs: list[float], scores: list[float], winner: float) -> float:
+    """The vertex in log10(LR) of the parabola through the winner's and its neighbours' scores, within half a gap."""
+    i = lrs.index(winner)
+    if not 0 < i < len(lrs) - 1 or not all(math.isfinite(v) for v in scores[i - 1 : i + 2]):
+        return winner
+    x0, x1, x2 = (math.log10(lrs[j]) for j in (i - 1, i, i + 1))
+    y0, y1, y2 = scores[i - 1 : i + 2]
+    a, b = (x1 - x0) * (y1 - y2), (x1 - x2) * (y1 - y0)
+    if a - b >= 0:  # not convex: no vertex to read
+        return winner
+    vertex = x1 - 0.5 * ((x1 - x0) * a - (x1 - x2) * b) / (a - b)
+    return 10.0 ** min(max(vertex, (x0 + x1) / 2), (x1 + x2) / 2)
 
 
 def option_methods(task: Task, k: int, curve_cache: Cache, opt_cache: Cache) -> tuple[dict, dict[str, int]]:
@@ -53,13 +70,15 @@ def option_methods(task: Task, k: int, curve_cache: Cache, opt_cache: Cache) -> 
         methods[name] = ours(vraw, "default")
     climb = result.suggestion.climb_at
     if climb is None:
-        methods["confirm"] = methods["confirm-val"] = dict(NONE)
+        for name in ("confirm", "confirm-val", "confirm-refined", "confirm-val-refined"):
+            methods[name] = dict(NONE)
     else:
         lrs = confirm.candidates(climb)
         run = opt_cache.get(f"{task.name}|confirm|{k}", lambda: options.confirm(task, lrs, confirm.STEPS))
-        methods["confirm"] = _confirmed(run, "train")
-        methods["confirm-val"] = _confirmed(run, "val")
-        cost["confirm"] = cost["confirm-val"] = confirm.STEPS * len(lrs)
+        for name, by in (("confirm", "train"), ("confirm-val", "val")):
+            methods[name] = _confirmed(run, by)
+            methods[f"{name}-refined"] = _confirmed(run, by, refined=True)
+            cost[name] = cost[f"{name}-refined"] = confirm.STEPS * len(lrs)
     if k == 100:
         lstar = result.suggestion.minimum_at
         if lstar is None:

@@ -189,8 +189,13 @@ def truth(cache: Cache, task: Task, s: Study, lrs: np.ndarray, protocol: str, se
 # --- range tests ------------------------------------------------------------------------
 
 
-def grid_test(task: Task, s: Study, num_steps: int) -> tuple[Any, int]:
-    """``range_test_grid`` over the study's values, and the optimizer steps it took."""
+def grid_test(task: Task, s: Study, num_steps: int, confirm: str | None = None) -> tuple[Any, int]:
+    """``range_test_grid`` over the study's values, and the optimizer steps it took.
+
+    ``confirm``: None (the curves alone), ``"training"`` (``confirm=True``: each
+    value's LR confirmed by short runs, judged by their training loss) or
+    ``"validation"`` (``confirm=True, val_loader=``: judged by the validation loss).
+    """
     from torch_lrrange import range_test_grid
 
     model = task.build(0)
@@ -199,7 +204,7 @@ def grid_test(task: Task, s: Study, num_steps: int) -> tuple[Any, int]:
 
     def loss_fn(m: torch.nn.Module, batch: Any) -> torch.Tensor:
         nonlocal steps
-        steps += 1  # one micro-batch per optimizer step here
+        steps += torch.is_grad_enabled()  # one micro-batch per optimizer step; validation passes run without grad
         return task.loss(m(batch[0]), batch[1])
 
     result = range_test_grid(
@@ -212,6 +217,8 @@ def grid_test(task: Task, s: Study, num_steps: int) -> tuple[Any, int]:
         end_lr=END_LR,
         num_steps=num_steps,
         progress=False,
+        confirm=confirm is not None,
+        val_loader=task.val_loader() if confirm == "validation" else None,
     )
     return result, steps
 
@@ -229,12 +236,15 @@ def _library_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def cached_grid_test(cache: Cache, task: Task, s: Study, num_steps: int) -> tuple[Any, int]:
+def cached_grid_test(cache: Cache, task: Task, s: Study, num_steps: int, confirm: str | None) -> tuple[Any, int]:
     from torch_lrrange import GridResult
 
     values = ",".join(s.shown(v) for v in s.values)
-    key = f"{task.name}|grid|{s.key}|{num_steps}|{values}|{_library_version()}"
-    saved = cache.get(key, lambda: (lambda g: {"grid": g[0].to_dict(), "steps": g[1]})(grid_test(task, s, num_steps)))
+    mode = "" if confirm is None else f"|confirm-{confirm}"
+    key = f"{task.name}|grid|{s.key}|{num_steps}|{values}{mode}|{_library_version()}"
+    saved = cache.get(
+        key, lambda: (lambda g: {"grid": g[0].to_dict(), "steps": g[1]})(grid_test(task, s, num_steps, confirm))
+    )
     return GridResult.from_dict(saved["grid"]), int(saved["steps"])
 
 
@@ -268,11 +278,18 @@ def _lr(result: Any, protocol: str) -> float:
 
 
 def evaluate(
-    cache: Cache, task: Task, s: Study, lrs: np.ndarray, seeds: tuple[int, ...], num_steps: int, verbose: bool
+    cache: Cache,
+    task: Task,
+    s: Study,
+    lrs: np.ndarray,
+    seeds: tuple[int, ...],
+    num_steps: int,
+    verbose: bool,
+    confirm: str | None = None,
 ) -> list[Case]:
     from torch_lrrange import UnusableCurveError
 
-    g, steps = cached_grid_test(cache, task, s, num_steps)
+    g, steps = cached_grid_test(cache, task, s, num_steps, confirm)
     per_run = task.epochs * len(task.loader(0))
     cases = []
     for protocol in PROTOCOLS:
@@ -350,6 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="every case, with each grid's table")
     parser.add_argument("--num-steps", type=int, default=NUM_STEPS, help="points per range test (default 100)")
     parser.add_argument("--tasks", help="comma-separated task names (default: the study's TASKS)")
+    parser.add_argument(
+        "--confirm",
+        choices=("training", "validation"),
+        help="range_test_grid(confirm=True): each value's LR confirmed by short runs, judged by this loss, "
+        "and the values compared by those runs",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("torch_lrrange").setLevel(logging.ERROR)
@@ -370,10 +393,14 @@ def main(argv: list[str] | None = None) -> None:
                     scores = truth(cache, task, s, lrs, protocol, seeds)
                     print(name, task.name, protocol, np.round(scores.max(1), 2).tolist(), flush=True)
                 continue
-            cases += evaluate(cache, task, s, lrs, seeds, args.num_steps, args.verbose)
+            cases += evaluate(cache, task, s, lrs, seeds, args.num_steps, args.verbose, args.confirm)
         if args.ground_truth_only:
             continue
-        print(f"\n## {name}: {len(all_tasks)} tasks x {len(PROTOCOLS)} protocols, seeds {seeds}, 16 LRs per task")
+        how = "the curves alone" if args.confirm is None else f"confirm=True, judged by the {args.confirm} loss"
+        print(
+            f"\n## {name}: {len(all_tasks)} tasks x {len(PROTOCOLS)} protocols, seeds {seeds}, 16 LRs per task; "
+            f"range_test_grid with {how}"
+        )
         print(
             "\n| task | protocol | set | best grid pair | recommended | within tol. | regret | default within "
             "| default's regret | best curve within | best curve's regret | steps: range tests / grid |"

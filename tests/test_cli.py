@@ -188,6 +188,29 @@ def test_run_file_target(tmp_path, capsys):
     assert result.metadata["source"].endswith("my_setup.py:make")
 
 
+@pytest.mark.parametrize(("flag", "steps"), [(["--confirm"], 100), (["--confirm", "7"], 7)])
+def test_run_confirm_confirms_the_lr_by_short_runs(tmp_path, capsys, flag, steps):
+    (tmp_path / "my_setup.py").write_text(SETUP_SOURCE)
+    target = f"{tmp_path / 'my_setup.py'}:make"
+    status = main(["run", target, "--out", str(tmp_path / "o"), "--quiet", *flag])
+    assert status == 0
+    result = _check_outputs(tmp_path / "o", capsys.readouterr().out)
+    info = result.metadata["confirmation"]
+    assert info["by"] == "training" and info["steps"] == steps and len(info["candidates"]) == 6
+    assert result.lr == info["lr"]
+    assert main(["run", target, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    assert "confirmation" not in RangeTestResult.load(tmp_path / "plain" / "lr_range.json").metadata
+
+
+def test_run_confirm_refuses_a_bad_step_count(tmp_path, capsys):
+    (tmp_path / "my_setup.py").write_text(SETUP_SOURCE)
+    with pytest.raises(SystemExit) as info:
+        main(["run", f"{tmp_path / 'my_setup.py'}:make", "--out", str(tmp_path), "--confirm", "0"])
+    assert info.value.code == 2
+    assert "argument --confirm: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "lr_range.json").exists()
+
+
 def test_run_module_target_and_cli_overrides(tmp_path, capsys, monkeypatch):
     pkg = tmp_path / "userpkg_cli_test"
     pkg.mkdir()

@@ -151,7 +151,7 @@ def test_range_test_confirms_by_the_validation_loss_when_given_a_val_loader():
     model, opt, loader, val = _setup()
     result = range_test(model, opt, loader, _loss, val_loader=[val], start_lr=1e-4, end_lr=10, num_steps=60, confirm=10)
     info = result.metadata["confirmation"]
-    assert info["by"] == "validation" and info["steps"] == 1  # one validation loss per run
+    assert info["by"] == "validation" and info["steps"] == 10  # optimizer steps per run; each scored once, after it
     assert len(info["scores"]) == len(info["candidates"]) == COUNT
 
 

@@ -106,6 +106,32 @@ def test_everything_is_bit_exactly_as_before_the_grid():
     assert len(grid.results) == 4
 
 
+def test_a_grid_with_confirmation_runs_confirms_each_value_alone_and_restores_everything():
+    """``confirm=True, val_loader=`` (what docs/hyperparameter-grid.md advises for weight decay) per value."""
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loader, val = _loader(), [(x[:64], y[:64]) for x, y in [_tensors(128)]]
+    options = {**OPTIONS, "confirm": 4, "val_loader": val}
+    torch.manual_seed(5)
+    before = Restored(model, opt)
+    generator_state = loader.generator.get_state()
+    grid = range_test_grid(model, opt, loader, _loss, grid={"weight_decay": [0.0, 0.1]}, **options)
+    before.check()
+    assert opt.param_groups[0]["weight_decay"] == 0.01
+    assert torch.equal(loader.generator.get_state(), generator_state)
+    for (wd,), result in grid.results.items():
+        info = result.metadata["confirmation"]
+        assert info["by"] == "validation" and info["steps"] == 4 and len(info["candidates"]) == 6
+        twin = _model()
+        twin_opt = torch.optim.AdamW(twin.parameters(), lr=1e-3)
+        torch.manual_seed(5)
+        alone = range_test(twin, twin_opt, _loader(), _loss, hyperparams={"weight_decay": wd}, **options)
+        np.testing.assert_array_equal(result.losses, alone.losses)
+        assert alone.metadata["confirmation"] == info and alone.lr == result.lr
+    values, best = grid.best
+    assert best is grid.results[(values["weight_decay"],)]
+
+
 def test_several_keys_run_every_combination_in_product_order_with_the_values_in_use():
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -202,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("target", metavar="FILE.py:make | package.module:make", help="where make() is")
     _add_sweep_options(run, defaults=False)
     run.add_argument(
+        "--confirm",
+        nargs="?",
+        const=True,
+        type=_int_at_least(1),
+        metavar="STEPS",
+        help="after the sweep, confirm the LR by short runs from the same snapshot (range_test(confirm=)): six "
+        "candidate LRs, STEPS optimizer steps each (100 when no number is given), judged by the validation loss "
+        "when make() returns a val_loader, else by the training loss (default: make()'s value, else off)",
+    )
+    run.add_argument(
         "--grid",
         action="append",
         type=_grid_option,
@@ -429,6 +439,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(str(err))
     options = {k: v for k, v in setup.items() if k not in REQUIRED_KEYS}
     options.update(_sweep_options(args))
+    if args.confirm is not None:
+        options["confirm"] = args.confirm
     _check_lrs(parser, options)
     out = _out_dir(parser, args.out)
     if args.grid:

@@ -324,13 +324,11 @@ def _candidate_runs(
 
 def _confirmed(result: RangeTestResult, lrs: list[float], runs: list[list[float]], steps: int, by: str) -> None:
     """Put the confirmation's choice into ``result`` (lr, max_lr, min_lr <= lr, metadata, warnings)."""
-    if by == "validation":
-        steps, tail = 1, 1  # one validation loss per run
-    else:
-        tail = confirming.TAIL
+    # a run is judged by its last TAIL training losses, or by the one validation loss after it
+    scored, tail = (1, 1) if by == "validation" else (steps, confirming.TAIL)
     suggestion = result.suggestion
     try:
-        chosen = confirming.choose(lrs, runs, steps=steps, tail=tail)
+        chosen = confirming.choose(lrs, runs, steps=scored, tail=tail)
     except ValueError as err:
         suggestion.warnings.append(f"confirmation phase: {err}; the curve's own reading is kept")
         return
@@ -346,7 +344,7 @@ def _confirmed(result: RangeTestResult, lrs: list[float], runs: list[list[float]
         "by": by,
         "candidates": chosen.candidates,
         "scores": [None if math.isinf(v) else v for v in chosen.scores],
-        "steps": chosen.steps,
+        "steps": steps,
         "lr": chosen.lr,
     }
     logger.info("confirmation phase: lr %.3g of %s (%s loss)", chosen.lr, chosen.candidates, by)
