@@ -44,6 +44,7 @@ were added to the benchmark only after it was fixed, never looked at before.
 
     python benchmarks/hyperparam_quality.py                       # weight decay and momentum
     python benchmarks/hyperparam_quality.py --study weight_decay --verbose
+    python benchmarks/hyperparam_quality.py --confirm validation  # confirm=True, val_loader=: confirmed LRs
     python benchmarks/hyperparam_quality.py --ground-truth-only   # fill the cache and stop
 
 Everything trained is cached in ``benchmarks/.cache/`` (delete it to retrain).
