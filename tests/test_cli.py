@@ -416,6 +416,20 @@ def test_run_grid_prints_the_table_and_choice_and_writes_json_and_plot(tmp_path,
     assert not (tmp_path / "o" / "lr_range.json").exists()
 
 
+def test_run_grid_with_confirm_confirms_every_value(tmp_path, capsys):
+    from torch_lrrange import GridResult
+
+    (tmp_path / "my_setup.py").write_text(SETUP_SOURCE)
+    argv = ["run", f"{tmp_path / 'my_setup.py'}:make", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main([*argv, "--grid", "weight_decay=0,0.1", "--confirm", "5"]) == 0
+    grid = GridResult.load(tmp_path / "o" / "lr_grid.json")
+    for result in grid.results.values():
+        info = result.metadata["confirmation"]
+        assert info["steps"] == 5 and result.lr == info["lr"]
+    printed = _printed(capsys.readouterr().out)
+    assert printed["lr"] == pytest.approx(grid.best[1].lr, rel=5e-3)
+
+
 def test_run_grid_with_tuple_values(tmp_path, capsys):
     from torch_lrrange import GridResult
 

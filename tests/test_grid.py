@@ -130,6 +130,11 @@ def test_a_grid_with_confirmation_runs_confirms_each_value_alone_and_restores_ev
         assert alone.metadata["confirmation"] == info and alone.lr == result.lr
     values, best = grid.best
     assert best is grid.results[(values["weight_decay"],)]
+    lines = grid.table().splitlines()  # the short runs' best loss, as a last column
+    assert lines[0].split()[-2:] == ["confirmed", "loss"]
+    for line, result in zip(lines[1:], grid.results.values()):
+        best_run = min(v for v in result.metadata["confirmation"]["scores"] if v is not None)
+        assert float(line.split()[-1]) == pytest.approx(best_run, rel=1e-3)
 
 
 def test_several_keys_run_every_combination_in_product_order_with_the_values_in_use():
@@ -403,6 +408,7 @@ def test_table_has_one_line_per_combination_the_choice_marked():
     assert lines[1].startswith("  ") and lines[1].split()[:3] == ["(0.9,", "0.999)", "0"]
     assert not lines[3].startswith("*")
     assert lines[3].endswith("no suggestion: the sweep failed: RuntimeError: boom  (current)")
+    assert "confirmed" not in lines[0]  # no confirmation runs: no column for them
 
 
 # --- apply ------------------------------------------------------------------------------------

@@ -145,6 +145,14 @@ def choose(
     return max(steadier, key=lambda i: (results[i].max_lr, -lows[i], -i))
 
 
+def _confirmed_loss(result: RangeTestResult) -> float | None:
+    """The lowest finite score of a result's confirmation runs (``range_test(confirm=)``); None without them."""
+    info = result.metadata.get("confirmation")
+    scores = info.get("scores", ()) if isinstance(info, Mapping) else ()
+    finite = [float(v) for v in scores if v is not None and math.isfinite(v)]
+    return min(finite) if finite else None
+
+
 def _reason(result: RangeTestResult) -> str:
     error = result.metadata.get("error")
     if error is not None:
@@ -249,7 +257,9 @@ class GridResult:
         """One line per combination: values, lr, min_lr, max_lr, lowest loss (:func:`lowest_loss`), confidence.
 
         The chosen line is marked ``*`` and the optimizer's own setting ``(current)``;
-        an unusable line gives its reason instead.
+        an unusable line gives its reason instead. When the sweeps ran with
+        ``confirm=``, a last column gives each value's best confirmation-run loss
+        (training, or validation with a ``val_loader``): what the short runs measured.
         """
         try:
             chosen: int | None = self.best_index
@@ -258,14 +268,21 @@ class GridResult:
         cells = [[_shown(v) for v in values] for values in self.results]
         widths = [max([len(k)] + [len(c[j]) for c in cells]) for j, k in enumerate(self.keys)]
         head = "  ".join(k.ljust(w) for k, w in zip(self.keys, widths))
-        lines = [f"  {head}  {'lr':>9}  {'min_lr':>9}  {'max_lr':>9}  {'lowest loss':>11}  confidence"]
+        confirmed = [_confirmed_loss(r) for r in self.results.values()]
+        shown = any(v is not None for v in confirmed)
+        lines = [
+            f"  {head}  {'lr':>9}  {'min_lr':>9}  {'max_lr':>9}  {'lowest loss':>11}  confidence"
+            + ("  confirmed loss" if shown else "")
+        ]
         for i, (values, result) in enumerate(self.results.items()):
             row = "  ".join(c.ljust(w) for c, w in zip(cells[i], widths))
             if result.usable:
                 row += (
                     f"  {result.lr:9.3g}  {result.min_lr:9.3g}  {result.max_lr:9.3g}"
-                    f"  {lowest_loss(result):11.4g}  {result.confidence:.2f}"
+                    f"  {lowest_loss(result):11.4g}  {result.confidence:10.2f}"
                 )
+                if shown:
+                    row += f"  {'-' if confirmed[i] is None else format(confirmed[i], '.4g'):>14}"
             else:
                 row += f"  no suggestion: {self.reason(values)}"
             if values == self.current:
