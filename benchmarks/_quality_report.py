@@ -8,7 +8,8 @@
   (``confirm``) or by the validation loss after each run (``confirm-val``); the
   same runs read between the candidates (``-refined``: the vertex of the parabola
   through the winner's and its neighbours' scores in log10 LR, tried and not
-  shipped); and, for reference, the variant first tried on the issue: candidates
+  shipped); the same candidates run for 200 steps each (``confirm=200``, a
+  keyword users have); and, for reference, the variant first tried on the issue: candidates
   from L*/1000 to L*/3 around the smoothed minimum L* (``confirm-L*``);
 * LR-free optimizers at their documented defaults, against training at the suggestion.
 """
@@ -29,6 +30,9 @@ from torch_lrrange import analyze, confirm
 #: Fractions of L* of the variant tried on the issue (six candidates, L*/1000 to L*/3).
 ISSUE_FRACTIONS = [10**-3, 10**-2.5, 10**-2, 10**-1.5, 10**-1, 10**-0.5]
 NONE = {"constant": None, "onecycle": None}
+#: ``range_test(confirm=200)``: candidate runs twice as long as the default's.
+LONGER_STEPS = 200
+LONGER = (f"confirm={LONGER_STEPS}", f"confirm={LONGER_STEPS}-val")
 
 
 def _confirmed(run: dict, by: str, refined: bool = False) -> dict[str, float | None]:
@@ -70,7 +74,7 @@ def option_methods(task: Task, k: int, curve_cache: Cache, opt_cache: Cache) -> 
         methods[name] = ours(vraw, "default")
     climb = result.suggestion.climb_at
     if climb is None:
-        for name in ("confirm", "confirm-val", "confirm-refined", "confirm-val-refined"):
+        for name in ("confirm", "confirm-val", "confirm-refined", "confirm-val-refined", *LONGER):
             methods[name] = dict(NONE)
     else:
         lrs = confirm.candidates(climb)
@@ -79,6 +83,11 @@ def option_methods(task: Task, k: int, curve_cache: Cache, opt_cache: Cache) -> 
             methods[name] = _confirmed(run, by)
             methods[f"{name}-refined"] = _confirmed(run, by, refined=True)
             cost[name] = cost[f"{name}-refined"] = confirm.STEPS * len(lrs)
+        steps = LONGER_STEPS
+        run = opt_cache.get(f"{task.name}|confirm{steps}|{k}", lambda: options.confirm(task, lrs, steps))
+        for name, by in zip(LONGER, ("train", "val")):
+            methods[name] = _confirmed(run, by)
+            cost[name] = steps * len(lrs)
     if k == 100:
         lstar = result.suggestion.minimum_at
         if lstar is None:
