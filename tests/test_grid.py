@@ -6,23 +6,20 @@ import datetime
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _examples import run_example
 from _state import Restored
 from torch.utils.data import DataLoader, TensorDataset
 
 from torch_lrrange import GridResult, RangeTestResult, UnusableCurveError, analyze, range_test, range_test_grid
 from torch_lrrange.grid import LOSS_TOLERANCE, STABILITY_MARGIN, choose, lowest_loss
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _model() -> torch.nn.Module:
@@ -521,19 +518,10 @@ def test_repr_names_the_choice():
 
 @pytest.mark.slow
 def test_weight_decay_grid_example(tmp_path):
-    env = dict(os.environ, TORCH_LRRANGE_QUICK="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "weight_decay_grid.py")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.splitlines()[0].split()[:2] == ["weight_decay", "lr"]
-    assert sum(line.startswith("* ") for line in proc.stdout.splitlines()) == 1
-    assert "validation accuracy" in proc.stdout
+    stdout = run_example("weight_decay_grid.py", tmp_path)
+    assert stdout.splitlines()[0].split()[:2] == ["weight_decay", "lr"]
+    assert sum(line.startswith("* ") for line in stdout.splitlines()) == 1
+    assert "validation accuracy" in stdout
     assert (tmp_path / "weight_decay_grid.png").exists() and (tmp_path / "weight_decay_grid.json").exists()
 
 

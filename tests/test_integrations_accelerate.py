@@ -8,20 +8,14 @@ The loop lives in integration_scripts/accelerate_loop.py, run here in-process an
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from _examples import run_example
 from integration_scripts import trainer_library
 
 trainer_library("accelerate")  # comes with the [transformers] extra
 
 from integration_scripts import accelerate_loop  # noqa: E402
 from integration_scripts.launch import accelerate_launch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _check(report, batches):
@@ -54,14 +48,5 @@ def test_accelerate_launch_two_cpu_processes_gives_every_rank_the_same_result(tm
 
 @pytest.mark.slow
 def test_example_script(tmp_path):
-    env = dict(os.environ, TORCH_LRRANGE_QUICK="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "accelerate_range_test.py")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RangeTestResult(" in proc.stdout and "validation accuracy" in proc.stdout, proc.stdout
+    stdout = run_example("accelerate_range_test.py", tmp_path, timeout=300)
+    assert "RangeTestResult(" in stdout and "validation accuracy" in stdout, stdout

@@ -24,6 +24,7 @@ from integration_scripts import trainer_library
 
 pl = trainer_library("lightning.pytorch")  # the [lightning] extra
 
+from _examples import run_example  # noqa: E402
 from _state import Restored, assert_same  # noqa: E402
 from integration_scripts.lightning_setup import (  # noqa: E402
     DigitsData,
@@ -36,7 +37,6 @@ from integration_scripts.lightning_setup import (  # noqa: E402
 from torch_lrrange import RangeTest, range_lr  # noqa: E402
 from torch_lrrange.integrations.lightning import lr_range_test  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "integration_scripts"
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
@@ -416,14 +416,5 @@ def test_ddp_on_two_cpu_processes_gives_every_rank_the_same_result(tmp_path):
 
 @pytest.mark.slow
 def test_example_script(tmp_path):
-    env = dict(os.environ, TORCH_LRRANGE_QUICK="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "lightning_range_test.py")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RangeTestResult(" in proc.stdout and "trained 1 epoch at" in proc.stdout, proc.stdout
+    stdout = run_example("lightning_range_test.py", tmp_path, timeout=300)
+    assert "RangeTestResult(" in stdout and "trained 1 epoch at" in stdout, stdout

@@ -12,10 +12,8 @@ import copy
 import logging
 import os
 import random
-import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ from integration_scripts import trainer_library
 
 transformers = trainer_library("transformers")  # the [transformers] extra
 
+from _examples import run_example  # noqa: E402
 from _state import Restored, assert_same  # noqa: E402
 from integration_scripts.launch import accelerate_launch  # noqa: E402
 from integration_scripts.transformers_setup import ByteText, digest, make_trainer, steps  # noqa: E402
@@ -31,7 +30,6 @@ from integration_scripts.transformers_setup import ByteText, digest, make_traine
 from torch_lrrange import RangeTest  # noqa: E402
 from torch_lrrange.integrations.transformers import lr_range_test  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SWEEP = {"num_steps": 16, "start_lr": 1e-5, "end_lr": 1.0}
 
 
@@ -247,14 +245,5 @@ def test_ddp_on_two_cpu_processes_gives_every_rank_the_same_result(tmp_path):
 
 @pytest.mark.slow
 def test_example_script(tmp_path):
-    env = dict(os.environ, TORCH_LRRANGE_QUICK="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "transformers_range_test.py")],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RangeTestResult(" in proc.stdout and "trained" in proc.stdout, proc.stdout
+    stdout = run_example("transformers_range_test.py", tmp_path, timeout=300)
+    assert "RangeTestResult(" in stdout and "trained" in stdout, stdout
