@@ -23,7 +23,7 @@ import _quality_options as options
 import numpy as np
 from _quality_rules import case, interpolated, regret
 from _quality_tasks import HELD_OUT, TUNING, Cache, Task, score
-from suggestion_quality import PROTOCOLS, SEEDS, Rows, curve, ours, print_table
+from suggestion_quality import CEILING_NOTE, CEILING_ROWS, PROTOCOLS, SEEDS, Rows, curve, grid_search, ours, print_table
 
 from torch_lrrange import analyze, confirm
 
@@ -101,7 +101,7 @@ def option_methods(task: Task, k: int, curve_cache: Cache, opt_cache: Cache) -> 
 
 
 def options_report(all_tasks: list[Task], gts: dict[str, dict[str, np.ndarray]], args: argparse.Namespace) -> None:
-    curve_cache, opt_cache = Cache("curves.json"), Cache("options.json")
+    curve_cache, opt_cache, train_cache = Cache("curves.json"), Cache("options.json"), Cache("trained.json")
     for split in (HELD_OUT, TUNING):
         split_tasks = [t for t in all_tasks if t.split == split]
         if not split_tasks:
@@ -111,6 +111,7 @@ def options_report(all_tasks: list[Task], gts: dict[str, dict[str, np.ndarray]],
             costs: dict[str, list[int]] = {}
             for task in split_tasks:
                 methods, cost = option_methods(task, k, curve_cache, opt_cache)
+                methods.update(grid_search(train_cache, task))
                 for name, c in cost.items():
                     costs.setdefault(name, []).append(c)
                 for method, by_protocol in methods.items():
@@ -131,6 +132,7 @@ def options_report(all_tasks: list[Task], gts: dict[str, dict[str, np.ndarray]],
                 {
                     "val-range_test": f"{k} points, each one step and a validation pass",
                     "val-own-loop": f"{k} points, each one step and one validation batch",
+                    **dict.fromkeys(CEILING_ROWS, CEILING_NOTE),
                 }
             )
             print_table(f"options, {split}: {len(split_tasks)} tasks; sweeps of {k} steps", rows, extra)

@@ -23,7 +23,9 @@ for the constant protocol and ``result.max_lr`` for one-cycle; torch-lr-finder
 (``LRFinder.range_test`` and the point its ``plot()`` reports) and Lightning
 (``Tuner.lr_find(...).suggestion()``) run their own sweeps; fastai's four rules
 (``_quality_rules.py``) read this library's raw curve with fastai's smoothing.
-A peer's one LR serves both protocols.
+A peer's one LR serves both protocols. The reference rows ``grid-search-seed2``
+and ``-seed3`` are no finders: each is the best LR of the whole grid trained
+again at another seed, the ceiling that seed-to-seed noise puts on any method.
 
 **Scores**, per (task, protocol) case: in band (the nearest grid LR is in it),
 |log10(lr / best grid LR)|, its maximum, the distance in decades to the band,
@@ -34,7 +36,7 @@ gives no LR scores as out of band, the grid's width away, with the worst regret.
 
 Everything trained is cached in ``benchmarks/.cache/`` (delete it to retrain).
 
-    python benchmarks/suggestion_quality.py --ground-truth-only   # fill the cache (~2 CPU-hours cold)
+    python benchmarks/suggestion_quality.py --ground-truth-only   # fill the cache (~3 CPU-hours cold)
     python benchmarks/suggestion_quality.py                       # both splits, 100- and 200-step sweeps
     python benchmarks/suggestion_quality.py --options             # validation sweeps, confirmation, LR-free
     python benchmarks/suggestion_quality.py --verbose --split tuning --num-steps 100
@@ -66,6 +68,9 @@ from torch_lrrange import METHODS, UnusableCurveError, analyze
 START_LR, END_LR = options.START_LR, options.END_LR
 PROTOCOLS = ("constant", "onecycle")
 SEEDS = (0, 1)
+#: Seeds of the reference rows: the whole ground-truth grid trained again from other weights and batch order.
+CEILING_ROWS = {f"grid-search-seed{seed}": seed for seed in (2, 3)}
+CEILING_NOTE = "reference: 16 full training runs per protocol at another seed"
 SPLITS = (HELD_OUT, TUNING)
 
 
@@ -75,6 +80,20 @@ SPLITS = (HELD_OUT, TUNING)
 def truth(cache: Cache, task: Task, seeds: tuple[int, ...] = SEEDS) -> dict[str, np.ndarray]:
     """``{protocol: mean score at each grid LR}``."""
     return {p: np.array([trained(cache, task, lr, p, seeds) for lr in task.grid()]) for p in PROTOCOLS}
+
+
+def grid_search(cache: Cache, task: Task) -> dict[str, dict[str, float | None]]:
+    """``{row: {protocol: lr}}``: the best LR of the whole grid trained at each seed of ``CEILING_ROWS``.
+
+    Scored against the ground truth of ``SEEDS`` like any suggestion, they show how
+    often the best LR of one seed is in the band of others: the ceiling that
+    seed-to-seed noise puts on any method, at 16 times the training budget.
+    """
+    grid, out = task.grid(), {}
+    for row, seed in CEILING_ROWS.items():
+        scores = truth(cache, task, (seed,))
+        out[row] = {p: float(grid[int(np.argmax(scores[p]))]) for p in PROTOCOLS}
+    return out
 
 
 def curve(cache: Cache, task: Task, num_steps: int) -> dict[str, list[float]]:
@@ -253,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     for task in all_tasks:
         gts[task.name] = truth(train_cache, task)
         if args.ground_truth_only:
+            grid_search(train_cache, task)
             print(task.name, {p: np.round(v, 3).tolist() for p, v in gts[task.name].items()}, flush=True)
     if args.ground_truth_only:
         return
@@ -271,13 +291,16 @@ def main(argv: list[str] | None = None) -> None:
                         peers[peer] = curve_cache.get(
                             f"{task.name}|{tag}|{k}", lambda fn=fn, task=task, k=k: fn(task, k)
                         )
-                score_task(task, gts[task.name], suggestions(task, raw, peers, k), rows)
+                methods = suggestions(task, raw, peers, k)
+                methods.update(grid_search(train_cache, task))
+                score_task(task, gts[task.name], methods, rows)
                 if args.verbose:
                     print_cases(task, gts[task.name], rows, rows)
             print_table(
                 f"{split}: {len(split_tasks)} tasks x {len(PROTOCOLS)} protocols = {2 * len(split_tasks)} cases; "
                 f"range tests of {k} steps; ground truth: grids of 16 LRs, seeds {SEEDS}",
                 rows,
+                dict.fromkeys(CEILING_ROWS, CEILING_NOTE),
             )
     print("regret: accuracy points, or % of the best validation loss (loss tasks); '>1 decade': cases off by more")
     if args.options:
