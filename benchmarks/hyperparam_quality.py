@@ -33,9 +33,9 @@ default (the optimizer's own value with this library's LR read off that value's
 curve) and for the best curve (the best of training at every value with its own
 curve's LR: what a perfect pick among the sweeps would give); the cost in
 optimizer steps of the range tests next to the ground-truth grid; and, as a
-reference, a full grid search at a third seed (the best pair of the whole grid
-trained from other weights and batch order, scored on seeds 0 and 1): how often
-seed-to-seed noise alone moves the best pair out of tolerance. Range tests:
+reference, full grid searches at seeds 2 and 3 (the best pair of the whole grid
+trained from other weights and batch order, scored on seeds 0 and 1; their
+mean): how often seed-to-seed noise alone moves the best pair out of tolerance. Range tests:
 1e-6 to 10, 100 steps, seed 0, the task's training batches.
 
 Held-out evaluation: the tasks in ``TUNING`` were the only ones looked at while
@@ -103,8 +103,8 @@ MOMENTA = (0.8, 0.9, 0.95, 0.99)
 #: Smith's cyclical momentum under one-cycle falls to this value while the LR rises.
 CYCLE_LOW_MOMENTUM = 0.85
 STUDIES = ("weight_decay", "momentum")
-#: The reference grid search: the whole (value x LR) grid trained again at this seed, its best pair kept.
-CEILING_SEED = 2
+#: The reference grid searches: the whole (value x LR) grid trained again at each seed, its best pair kept.
+CEILING_SEEDS = (2, 3)
 
 
 # --- what is swept ------------------------------------------------------------------
@@ -257,8 +257,8 @@ class Case:
     default_regret: float
     oracle_within: bool
     oracle_regret: float
-    ceiling_within: bool
-    ceiling_regret: float
+    ceiling_within: float  # the fraction of CEILING_SEEDS whose search lands within tolerance
+    ceiling_regret: float  # mean over CEILING_SEEDS
     steps: int
     truth_steps: int
     split: str  # "tuning", "held out" or "fresh"
@@ -309,9 +309,9 @@ def evaluate(
             recommended, got = None, worst
         default_got = own.get((s.default,), worst)
         oracle_got = max(own.values(), default=worst)
-        other = truth(cache, task, s, lrs, protocol, (CEILING_SEED,))
-        k, m = np.unravel_index(int(np.argmax(other)), other.shape)
-        ceiling_got = float(scores[k, m])
+        ceiling_got = [
+            float(scores.flat[int(np.argmax(truth(cache, task, s, lrs, protocol, (seed,))))]) for seed in CEILING_SEEDS
+        ]
         case = Case(
             task.name,
             protocol,
@@ -323,8 +323,8 @@ def evaluate(
             regret(task.kind, best, default_got),
             oracle_got >= best - tol,
             regret(task.kind, best, oracle_got),
-            ceiling_got >= best - tol,
-            regret(task.kind, best, ceiling_got),
+            float(np.mean([g >= best - tol for g in ceiling_got])),
+            float(np.mean([regret(task.kind, best, g) for g in ceiling_got])),
             steps,
             len(s.values) * len(lrs) * per_run * len(seeds),
             "tuning" if task.name in TUNING else "fresh" if task.name in FRESH else "held out",
@@ -392,7 +392,8 @@ def main(argv: list[str] | None = None) -> None:
             lrs = task.grid()
             if args.ground_truth_only:
                 for protocol in PROTOCOLS:
-                    truth(cache, task, s, lrs, protocol, (CEILING_SEED,))
+                    for seed in CEILING_SEEDS:
+                        truth(cache, task, s, lrs, protocol, (seed,))
                     scores = truth(cache, task, s, lrs, protocol, seeds)
                     print(name, task.name, protocol, np.round(scores.max(1), 2).tolist(), flush=True)
                 continue
@@ -416,8 +417,8 @@ def main(argv: list[str] | None = None) -> None:
             print(_row(c, s))
         print(
             "\n| cases | n | recommended within tol. | mean regret | default within tol. | default's mean regret "
-            "| best curve within tol. | best curve's mean regret | steps vs grid | grid search, seed "
-            f"{CEILING_SEED}, within tol. | its mean regret |"
+            "| best curve within tol. | best curve's mean regret | steps vs grid | grid search at seeds "
+            f"{CEILING_SEEDS}: within tol. | its mean regret |"
         )
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         print(summary("held out, fresh", [c for c in cases if c.split == "fresh"]))
@@ -428,8 +429,8 @@ def main(argv: list[str] | None = None) -> None:
             "regret: accuracy points, or % of the best validation loss (loss tasks), capped at 100; default: the "
             "optimizer's own value at this library's LR from its curve; best curve: the best of training at each "
             "grid value with its own curve's LR (what a perfect pick among the sweeps would give); grid search: the "
-            f"best pair of the whole grid trained at seed {CEILING_SEED}, scored on seeds {seeds} (the ceiling that "
-            "seed-to-seed noise sets, at the grid's cost)"
+            f"best pair of the whole grid trained at each of seeds {CEILING_SEEDS}, scored on seeds {seeds}, mean "
+            "over the two searches (the ceiling that seed-to-seed noise sets, at the grid's cost)"
         )
 
 
