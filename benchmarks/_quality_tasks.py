@@ -38,6 +38,8 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 
 CACHE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".cache")
 TUNING, HELD_OUT = "tuning", "held-out"
+#: Seeds of the reference grid searches: the ground-truth grids trained again from other weights and batch order.
+CEILING_SEEDS = (2, 3)
 #: LRs in a ground-truth grid, a third of a decade apart (five decades).
 GRID_SIZE = 16
 

@@ -33,10 +33,11 @@ default (the optimizer's own value with this library's LR read off that value's
 curve) and for the best curve (the best of training at every value with its own
 curve's LR: what a perfect pick among the sweeps would give); the cost in
 optimizer steps of the range tests next to the ground-truth grid; and, as a
-reference, full grid searches at seeds 2 and 3 (the best pair of the whole grid
-trained from other weights and batch order, scored on seeds 0 and 1; their
-mean): how often seed-to-seed noise alone moves the best pair out of tolerance. Range tests:
-1e-6 to 10, 100 steps, seed 0, the task's training batches.
+reference, full grid searches at seeds 2 and 3 (``CEILING_SEEDS``: the best pair
+of the whole grid trained from other weights and batch order, scored on seeds 0
+and 1; their mean): how often seed-to-seed noise alone moves the best pair out
+of tolerance. Range tests: 1e-6 to 10, 100 steps, seed 0, the task's training
+batches.
 
 Held-out evaluation: the tasks in ``TUNING`` were the only ones looked at while
 the rule was derived. The first rule (Smith's reading: the lowest loss, then
@@ -73,7 +74,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _quality_options import END_LR, START_LR
 from _quality_rules import regret
-from _quality_tasks import Cache, Task, tasks, trained
+from _quality_tasks import CEILING_SEEDS, Cache, Task, tasks, trained
 
 NUM_STEPS = 100
 PROTOCOLS = ("constant", "onecycle")
@@ -103,8 +104,6 @@ MOMENTA = (0.8, 0.9, 0.95, 0.99)
 #: Smith's cyclical momentum under one-cycle falls to this value while the LR rises.
 CYCLE_LOW_MOMENTUM = 0.85
 STUDIES = ("weight_decay", "momentum")
-#: The reference grid searches: the whole (value x LR) grid trained again at each seed, its best pair kept.
-CEILING_SEEDS = (2, 3)
 
 
 # --- what is swept ------------------------------------------------------------------
