@@ -12,7 +12,7 @@ from _state import Restored
 from torch import nn
 from torch.nn import functional as F
 
-from torch_lrrange import RangeTestResult, analyze, range_test
+from torch_lrrange import RangeTest, RangeTestResult, analyze, range_test, range_test_grid
 from torch_lrrange.confirm import COUNT, MAX_FACTOR, SPACING, STEPS, Confirmation, candidates, choose, run_score
 
 
@@ -200,3 +200,218 @@ def test_confirmation_runs_leave_the_global_rngs_as_they_were():
     assert random.getstate() == py_state
     after = np.random.get_state()
     assert after[0] == np_state[0] and np.array_equal(after[1], np_state[1]) and after[2:] == np_state[2:]
+
+
+# --- the confirmation as one unit: loop form, held values, group ratios, ties, one-shot loaders --------------
+
+
+def _loop(model, opt, loader, rt_kwargs, on_step=None):
+    """The README's loop around a RangeTest; ``on_step(rt)`` is called after each record()."""
+    with RangeTest(model, opt, **rt_kwargs) as rt:
+        for x, y in rt.batches(loader):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            rt.record(loss)
+            if on_step is not None:
+                on_step(rt)
+    return rt.result
+
+
+SWEEP = {"start_lr": 1e-4, "end_lr": 10, "num_steps": 80, "progress": False}
+
+
+def test_the_loop_form_confirms_inside_the_users_loop_like_the_one_call():
+    model, opt, loader, _ = _setup()
+    before = Restored(model, opt)
+    generator_state = loader.generator.get_state()
+    phases = []
+    looped = _loop(model, opt, loader, {**SWEEP, "confirm": 15}, on_step=lambda rt: phases.append(rt.confirming))
+    before.check()
+    assert torch.equal(loader.generator.get_state(), generator_state)
+    one_call = range_test(model, opt, loader, _loss, **SWEEP, confirm=15)
+    assert looped.metadata["confirmation"] == one_call.metadata["confirmation"]
+    assert looped.lr == one_call.lr == looped.confirmation.lr
+    # after each record(), whether the next step is a candidate run's: the sweep's points (up to 80, until it
+    # diverged), then the candidate runs, and the last record() ends the test
+    sweep = phases.index(True) + 1
+    assert sweep <= 80 and phases == [False] * (sweep - 1) + [True] * (COUNT * 15) + [False]
+    assert looped.suggestion.lr is not None and looped.confirmation.cost == COUNT * 15
+
+
+def test_candidate_runs_hold_the_hyperparams_of_the_sweep():
+    model, opt, loader, _ = _setup()
+    held = range_test(model, opt, loader, _loss, **SWEEP, confirm=15, hyperparams={"weight_decay": 0.3})
+    torch.manual_seed(0)
+    twin = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 2))
+    twin_opt = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9, weight_decay=0.3)
+    own = range_test(twin, twin_opt, loader, _loss, **SWEEP, confirm=15)
+    plain = range_test(model, opt, loader, _loss, **SWEEP, confirm=15)
+    assert held.metadata["confirmation"] == own.metadata["confirmation"]
+    assert held.metadata["confirmation"]["scores"] != plain.metadata["confirmation"]["scores"]
+
+
+def test_the_grid_confirms_each_combination_at_its_own_values():
+    model, opt, loader, _ = _setup()
+    grid = range_test_grid(model, opt, loader, _loss, grid={"weight_decay": [0.0, 0.3]}, **SWEEP, confirm=15)
+    scores = [r.metadata["confirmation"]["scores"] for r in grid.results.values()]
+    assert scores[0] != scores[1]
+    single = range_test(model, opt, loader, _loss, **SWEEP, confirm=15, hyperparams={"weight_decay": 0.3})
+    assert grid.results[(0.3,)].metadata["confirmation"] == single.metadata["confirmation"]
+
+
+def test_candidate_runs_keep_the_sweeps_per_group_ratios_also_with_a_group_at_lr_zero():
+    model, _, loader, _ = _setup()
+    first, second = list(model.parameters())[:2], list(model.parameters())[2:]
+    opt = torch.optim.SGD([{"params": first, "lr": 0.0}, {"params": second, "lr": 0.1}], momentum=0.9)
+    seen = []
+    kwargs = {**SWEEP, "start_lr": [1e-4, 1e-5], "end_lr": [10.0, 1.0], "confirm": 10}
+    result = _loop(
+        model,
+        opt,
+        loader,
+        kwargs,
+        on_step=lambda rt: rt.confirming and seen.append([g["lr"] for g in opt.param_groups]),
+    )
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.1]  # restored
+    # the LRs set for each candidate run's steps
+    assert len(seen) == COUNT * 10
+    assert sorted({group0 for group0, _ in seen}) == result.confirmation.candidates
+    assert all(group1 == pytest.approx(group0 / 10, rel=1e-12) for group0, group1 in seen)
+
+
+def test_a_result_confirmed_without_a_reading_of_its_curve_is_usable_and_says_where_its_lr_comes_from():
+    flat = analyze(np.logspace(-5, 0, 50), np.ones(50))
+    assert not flat.usable and flat.confidence == 0.0
+    confirmed = Confirmation(0.01, 0.01 * MAX_FACTOR, [0.001, 0.01], [2.0, 1.0], steps=20)
+    confirmed.warnings.append("the LR comes from the confirmation phase alone: the curve gave none")
+    result = analyze(np.logspace(-5, 0, 50), np.ones(50), confirmation=confirmed.to_dict())
+    assert result.usable and result.lr == 0.01 and result.bounds == (0.01, confirmed.max_lr)
+    assert result.confidence == 0.0  # the curve's: the LR is the confirmation's alone
+    assert result.suggestion.lr is None
+    assert any("confirmation phase alone" in w for w in result.warnings)
+    assert "confirmed" in repr(result)
+
+
+def test_plot_reanalyze_and_save_keep_the_confirmed_lr(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    model, opt, loader, _ = _setup()
+    result = range_test(model, opt, loader, _loss, **SWEEP, confirm=15)
+    assert result.lr == result.confirmation.lr
+    again = result.reanalyze("steepest")
+    assert again.lr == result.lr and again.max_lr == result.max_lr and again.method == "steepest"
+    ax = result.plot()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(f"confirmed lr {result.lr:.2g}" in label for label in labels)
+    assert any("method 'default'" in label and f"{result.suggestion.lr:.2g}" in label for label in labels)
+    result.save(tmp_path / "r.json")
+    loaded = RangeTestResult.load(tmp_path / "r.json")
+    assert loaded.lr == result.lr and loaded.confirmation == result.confirmation
+
+
+def test_runs_that_cannot_tell_the_candidates_apart_keep_the_curves_reading():
+    model, opt, loader, _ = _setup()
+    result = _loop(model, opt, loader, {**SWEEP, "confirm": 5, "confirm_score": lambda: 1.0})
+    assert result.confirmation is None and result.lr == result.suggestion.lr
+    assert any("every candidate run scored the same" in w for w in result.warnings)
+
+
+def test_a_tie_for_the_best_score_is_said():
+    c = choose([0.01, 0.1, 1.0], [[3.0, 2.0], [3.0, 1.0], [3.0, 1.0]], steps=2, tail=1)
+    assert c.lr == 0.1 and any("scored the same" in w for w in c.warnings)
+
+
+def test_confirm_1_is_refused_when_runs_are_judged_by_their_training_losses():
+    model, opt, loader, val = _setup()
+    before = Restored(model, opt)
+    with pytest.raises(ValueError, match="confirm=1 cannot tell the candidates apart"):
+        range_test(model, opt, loader, _loss, num_steps=20, confirm=1)
+    before.check()
+    scored = range_test(model, opt, loader, _loss, val_loader=[val], **{**SWEEP, "num_steps": 40}, confirm=1)
+    assert scored.confirmation is not None and scored.confirmation.by == "validation"
+
+
+def test_lbfgs_candidates_are_told_apart():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=5)
+    x = torch.randn(256, 10)
+    data = list(zip(x.split(64), (2 * x[:, :1]).split(64)))
+    before = Restored(model, opt)
+    result = range_test(
+        model, opt, data, lambda m, b: F.mse_loss(m(b[0]), b[1]), **{**SWEEP, "num_steps": 40}, confirm=10
+    )
+    before.check()
+    scores = result.confirmation.scores
+    assert max(scores) > 2 * min(scores)  # the runs differ by far more than rounding
+
+
+def test_one_shot_iterators_are_refused_for_a_confirmation_and_a_grid():
+    model, opt, loader, _ = _setup()
+    before = Restored(model, opt)
+    with pytest.raises(ValueError, match="confirm= needs a re-iterable loader"):
+        range_test(model, opt, iter(list(loader)), _loss, num_steps=20, confirm=10)
+    with pytest.raises(ValueError, match="confirm= needs a re-iterable loader"):
+        _loop(model, opt, iter(list(loader)), {**SWEEP, "confirm": 10})
+    with pytest.raises(ValueError, match="range_test_grid needs a re-iterable loader"):
+        range_test_grid(model, opt, iter(list(loader)), _loss, grid={"weight_decay": [0.0, 0.1]}, num_steps=20)
+    before.check()
+
+
+def test_a_loop_without_rt_batches_keeps_the_sweep_and_says_why_it_did_not_confirm():
+    model, opt, loader, _ = _setup()
+    batches = list(loader)
+    with pytest.warns(UserWarning, match="does not draw its batches from rt.batches"):
+        with RangeTest(model, opt, **SWEEP, confirm=10) as rt:
+            i = 0
+            while not rt.done:
+                x, y = batches[i % len(batches)]
+                i += 1
+                opt.zero_grad()
+                loss = _loss(model, (x, y))
+                loss.backward()
+                opt.step()
+                rt.record(loss)
+    assert i <= 80 and rt.result.confirmation is None and rt.result.lr == rt.result.suggestion.lr
+    assert any("the confirmation did not run" in w for w in rt.result.warnings)
+
+
+def test_stopping_during_the_confirmation_keeps_the_sweep_and_restores_everything():
+    model, opt, loader, _ = _setup()
+    before = Restored(model, opt)
+    with RangeTest(model, opt, **SWEEP, confirm=10) as rt:
+        for x, y in rt.batches(loader):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            rt.record(loss)
+            if rt.confirming and rt.step == 5:
+                break
+    before.check()
+    assert rt.result.confirmation is None and rt.result.suggestion.lr is not None
+    assert any("the confirmation stopped after 0 of 6" in w for w in rt.result.warnings)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_error_during_a_candidate_run_restores_everything_and_propagates(error):
+    model, opt, loader, _ = _setup()
+    before = Restored(model, opt)
+    generator_state = loader.generator.get_state()
+    state = torch.get_rng_state()
+    calls = 0
+
+    def failing(m, batch):
+        nonlocal calls
+        calls += 1
+        if calls == 80 + 25:  # in the third candidate run
+            raise error("boom")
+        return _loss(m, batch)
+
+    with pytest.raises(error, match="boom"):
+        range_test(model, opt, loader, failing, **SWEEP, confirm=10)
+    before.check()
+    assert torch.equal(loader.generator.get_state(), generator_state)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import numbers
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,6 +30,7 @@ from ._checks import (
     is_per_group,
 )
 from .analysis import METHODS
+from .confirm import COUNT, CandidateRuns, Confirmation, confirm_steps
 from .divergence import DEFAULT_THRESHOLD
 from .loaders import LoaderState
 from .progress import Progress
@@ -90,6 +93,19 @@ class RangeTest:
             repeat), e.g. ``{"weight_decay": 1e-4}`` or ``{"betas": (0.95, 0.999)}``;
             restored with everything else. Every group must hold each key
             (``lr`` is swept and cannot be set). Default none.
+        confirm: after the sweep, confirm the LR by short runs inside the same
+            loop (:mod:`torch_lrrange.confirm`): ``True`` (100 optimizer steps per
+            run), an int >= 1 (steps per run) or False. Each of the 6 candidate
+            LRs, half a decade apart below where the curve climbs back above its
+            start, trains from the snapshot on the same batches: the loop must
+            draw them from :meth:`batches`, which starts each run over. The one
+            whose last 10 losses are lowest (or, with ``confirm_score``, whose
+            score is lowest) gives ``result.lr``; the result keeps both readings
+            (``result.suggestion``, ``result.confirmation``). Default False.
+        confirm_score: called with no argument at the end of each candidate run
+            (the model holds the run's weights), returns the run's score, lower
+            is better (e.g. a validation loss, a tensor or a float); restore any
+            state it changes. Default None (the run's last training losses).
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -126,6 +142,8 @@ class RangeTest:
         process_group: Any = None,
         progress: bool | None = None,
         hyperparams: dict[str, Any] | None = None,
+        confirm: bool | int = False,
+        confirm_score: Callable[[], torch.Tensor | float] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -150,6 +168,15 @@ class RangeTest:
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress must be True, False or None, got {type(progress).__name__}")
         self.hyperparams = check_hyperparams(hyperparams, optimizer)
+        self.confirm_steps = confirm_steps(confirm)
+        if confirm_score is not None and not callable(confirm_score):
+            raise TypeError(f"confirm_score must be callable with no argument, got {type(confirm_score).__name__}")
+        if self.confirm_steps == 1 and confirm_score is None:
+            raise ValueError(
+                "confirm=1 cannot tell the candidates apart: a run's only loss is taken before its update; "
+                "give confirm >= 2 (or a confirm_score)"
+            )
+        self.confirm_score = confirm_score
         self.model = model
         self.optimizer = optimizer
         # as checked Python floats (also from numpy or tensor scalars): plain data in result.metadata
@@ -160,6 +187,11 @@ class RangeTest:
         self.result: RangeTestResult | None = None
         self._first_lr = starts[0]
         self._sweep: Sweep | None = None  # the repeat running now (the last one, after the block)
+        self._recorder: Sweep | CandidateRuns | None = None  # what record() feeds: the sweep, then the candidate runs
+        self._candidates: CandidateRuns | None = None
+        self._curve: RangeTestResult | None = None  # the sweep's own reading, once the sweep is over
+        self._notes: list[str] = []  # what limited the confirmation, for the result's warnings
+        self._restarts = 0  # candidate runs begun: batches() starts its pass over at each
         self._runs: list[tuple[list[float], bool]] = []  # finished repeats: (losses, diverged)
         self._finished = False
         self._snapshot: Snapshot | None = None
@@ -184,15 +216,19 @@ class RangeTest:
             self._reducer = distributed.LossReducer(self.process_group)
             self._snapshot = Snapshot.take(self.model, self.optimizer, *self.extra_state, where=self.snapshot_where)
             self._progress = Progress(
-                self.num_steps * self.repeats, enabled=self.progress, rank_zero=distributed.is_rank_zero()
+                self.num_steps * self.repeats + COUNT * self.confirm_steps,
+                enabled=self.progress,
+                rank_zero=distributed.is_rank_zero(),
             )
             self.result = None
             self._runs = []
             self._finished = False
             self._warned_after_end = False
             self._loaders = []
-            self._sweep = None
-            self._sweep = self._new_sweep()
+            self._sweep = self._recorder = self._candidates = self._curve = None
+            self._notes = []
+            self._restarts = 0
+            self._sweep = self._recorder = self._new_sweep()
         except BaseException:
             try:
                 if self._snapshot is not None:
@@ -228,6 +264,8 @@ class RangeTest:
         try:
             if self._sweep is not None:
                 self._sweep.release()
+            if self._candidates is not None:
+                self._candidates.release()
             if self._snapshot is not None:
                 self._snapshot.release()
                 self._snapshot = None
@@ -266,14 +304,19 @@ class RangeTest:
         return self._finished
 
     @property
+    def confirming(self) -> bool:
+        """True while the candidate runs of ``confirm=`` are under way (after the sweep, before :attr:`done`)."""
+        return self._candidates is not None and not self._finished
+
+    @property
     def step(self) -> int:
-        """Points recorded so far in the current repeat (0 before the block)."""
-        return 0 if self._sweep is None else self._sweep.step
+        """Points recorded so far in the current repeat, or steps in the current candidate run (0 before the block)."""
+        return 0 if self._recorder is None else self._recorder.step
 
     @property
     def lr(self) -> float:
         """The LR of param group 0 for the next step (before the block: the first LR of the sweep)."""
-        return self._first_lr if self._sweep is None else self._sweep.lr
+        return self._first_lr if self._recorder is None else self._recorder.lr
 
     def record(self, loss: torch.Tensor | float) -> None:
         """Add the loss of the step just taken, then move the LR to the next value.
@@ -283,14 +326,17 @@ class RangeTest:
         """
         # Hot path: a running sweep and a 0-dim tensor, checked with the fewest calls; no op beyond detach().
         if self._recording and type(loss) is torch.Tensor and loss.ndim == 0:
-            ended = self._sweep.push(loss.detach())  # type: ignore[union-attr]
+            ended = self._recorder.push(loss.detach())  # type: ignore[union-attr]
         else:
             value = self._take(loss)
             if value is None:
                 return
-            ended = self._sweep.push(value)  # type: ignore[union-attr]
+            ended = self._recorder.push(value)  # type: ignore[union-attr]
         if ended:
-            self._end_repeat()
+            if self._candidates is None:
+                self._end_repeat()
+            else:
+                self._end_candidate()
 
     def _take(self, loss: Any) -> torch.Tensor | float | None:
         """The checks and conversions of :meth:`record` off its hot path; None if the point is ignored."""
@@ -316,8 +362,8 @@ class RangeTest:
                 self._warned_after_end = True
             return None
         if not isinstance(loss, torch.Tensor):
-            assert self._sweep is not None
-            self._sweep.has_floats = True
+            assert self._recorder is not None
+            self._recorder.has_floats = True
         return loss
 
     def _end_repeat(self) -> None:
@@ -328,10 +374,66 @@ class RangeTest:
         progress.update(len(self._runs) * self.num_steps, sweep.lr, sweep.reader.rule.smoothed)
         if len(self._runs) < self.repeats:
             snapshot.restore()
-            self._sweep = self._new_sweep()
-        else:
+            self._sweep = self._recorder = self._new_sweep()
+        elif not self._start_confirmation():
             self._finished = True
             self._recording = False
+
+    # --- the confirmation phase -----------------------------------------------
+
+    def _start_confirmation(self) -> bool:
+        """After the last repeat: begin the first candidate run, if ``confirm=`` asks and it can run."""
+        if not self.confirm_steps:
+            return False
+        curve = self._curve = self._build_curve()
+        if curve.suggestion.climb_at is None:
+            self._notes.append("the confirmation did not run: the curve has too few sane points to place candidates")
+            return False
+        if not self._loaders:
+            self._notes.append(
+                "the confirmation did not run: the loop does not draw its batches from rt.batches(loader), "
+                "so the candidate runs could not start over from the same batches"
+            )
+            warnings.warn(self._notes[-1], UserWarning, stacklevel=4)
+            return False
+        sweep = self._sweep
+        assert sweep is not None
+        self._candidates = CandidateRuns(
+            self.optimizer,
+            curve.suggestion.climb_at,
+            self.confirm_steps,
+            starts=sweep.scheduler.start_lrs,
+            ends=sweep.scheduler.end_lrs,
+            mode=self.mode,
+            reducer=self._reducer,  # type: ignore[arg-type]
+            by="training" if self.confirm_score is None else "validation",
+            hold=tuple(self.hyperparams),
+        )
+        self._begin_candidate()
+        return True
+
+    def _begin_candidate(self) -> None:
+        """Restore the snapshot and start the next candidate run; batches() then starts its pass over."""
+        candidates, snapshot = self._candidates, self._snapshot
+        assert candidates is not None and snapshot is not None
+        snapshot.restore()
+        _set_hyperparams(self.optimizer, self.hyperparams)
+        candidates.begin()
+        self._recorder = candidates
+        self._restarts += 1
+
+    def _end_candidate(self) -> None:
+        """A candidate run has its steps: score it, then begin the next or finish."""
+        candidates, progress = self._candidates, self._progress
+        assert candidates is not None and progress is not None
+        candidates.end_run(None if self.confirm_score is None else self.confirm_score())
+        runs = len(candidates.runs)
+        progress.update(self.num_steps * self.repeats + runs * self.confirm_steps, candidates.lrs[runs - 1], math.nan)
+        if candidates.finished:
+            self._finished = True
+            self._recording = False
+        else:
+            self._begin_candidate()
 
     def _end_early(self) -> None:
         """The loop stopped before the last repeat ended: keep the finished repeats, or the partial first one.
@@ -339,6 +441,15 @@ class RangeTest:
         A partial repeat beside finished ones is dropped: averaging it in would
         shorten every finished curve to its length.
         """
+        if self._candidates is not None:  # the sweep is complete; the confirmation is not
+            self._candidates.release()
+            self._notes.append(
+                f"the confirmation stopped after {len(self._candidates.runs)} of {len(self._candidates.lrs)} "
+                "candidate runs; the curve's own reading is kept"
+            )
+            self._finished = True
+            self._recording = False
+            return
         sweep = self._sweep
         assert sweep is not None
         losses = sweep.close()
@@ -365,16 +476,27 @@ class RangeTest:
         if not self._active:
             raise RuntimeError("batches() must be used inside the `with RangeTest(...)` block")
         check_loader("batches()'s argument", iterable)
-        self._loaders.append(LoaderState(iterable, stacklevel=2))  # put back on exit (generators, worker pools)
         one_shot = isinstance(iterable, Iterator)  # not iter(): that would start a DataLoader's workers
+        if one_shot and self.confirm_steps:
+            raise ValueError(
+                "confirm= needs a re-iterable loader (a DataLoader, a list): every candidate run starts over from "
+                f"the same batches, and a one-shot {type(iterable).__name__} cannot; pass the loader itself"
+            )
+        state = LoaderState(iterable, stacklevel=2)
+        self._loaders.append(state)  # put back on exit (generators, worker pools)
         while not self._finished:
-            recorded = self._points()
+            recorded, restarts = self._points(), self._restarts
             count = 0
             for item in iterable:
                 count += 1
                 yield item
                 if self._finished:
                     return
+                if self._restarts != restarts:
+                    break
+            if self._restarts != restarts:  # a candidate run began: the same batches again, from the start
+                state.restore()
+                continue
             if count == 0:
                 raise ValueError(
                     "the loader is empty: it yielded no batch"
@@ -399,11 +521,32 @@ class RangeTest:
                 )
 
     def _points(self) -> int:
-        return len(self._runs) * self.num_steps + self.step
+        done = 0 if self._candidates is None else len(self._candidates.runs) * self.confirm_steps
+        return len(self._runs) * self.num_steps + done + self.step
 
     # --- result -------------------------------------------------------------
 
     def _build_result(self) -> RangeTestResult:
+        """The sweep's reading, with the confirmation's beside it when the candidate runs finished."""
+        curve = self._curve if self._curve is not None else self._build_curve()
+        notes = list(self._notes)
+        candidates = self._candidates
+        if candidates is not None and candidates.finished:
+            try:
+                chosen: Confirmation | None = candidates.choose()
+            except ValueError as err:
+                chosen = None
+                notes.append(f"confirmation phase: {err}; the curve's own reading is kept")
+            if chosen is not None:
+                if curve.suggestion.lr is None:
+                    chosen.warnings.append("the LR comes from the confirmation phase alone: the curve gave none")
+                curve.metadata["confirmation"] = chosen.to_dict()
+                logger.info("confirmation phase: lr %.3g of %s (%s loss)", chosen.lr, chosen.candidates, chosen.by)
+        if notes:
+            curve.suggestion = dataclasses.replace(curve.suggestion, warnings=[*curve.suggestion.warnings, *notes])
+        return curve
+
+    def _build_curve(self) -> RangeTestResult:
         """The mean of the kept repeats over their common length, analysed (which cuts it at divergence)."""
         assert self._sweep is not None
         runs = [np.asarray(losses, dtype=np.float64) for losses, _ in self._runs]

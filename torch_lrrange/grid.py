@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -526,6 +526,11 @@ def range_test_grid(
     check_optimizer(optimizer)
     fixed = check_hyperparams(options.pop("hyperparams", None), optimizer)
     keys, combinations = _combinations(grid, optimizer, fixed)
+    if len(combinations) > 1 and isinstance(loader, Iterator):
+        raise ValueError(
+            "range_test_grid needs a re-iterable loader (a DataLoader, a list): every sweep starts over from the "
+            f"same batches, and a one-shot {type(loader).__name__} would give each combination other data"
+        )
     try:
         current = _current(optimizer, keys)
     except (TypeError, ValueError):  # the optimizer holds a value a grid could not (None, out of range)

@@ -25,7 +25,29 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["LoaderState", "loader_generators", "restoring"]
+__all__ = ["LoaderState", "Passes", "loader_generators", "restoring"]
+
+
+class Passes:
+    """A re-iterable loader seen as one endless pass: each iteration chains its passes (until one is empty).
+
+    A sweep step may span more batches than one pass holds (gradient
+    accumulation, several steps per validation point); iterating a ``Passes``
+    again starts over from a new pass of ``loader``. :class:`LoaderState` sees
+    the loader inside.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            count = 0
+            for batch in self.loader:
+                count += 1
+                yield batch
+            if count == 0:
+                return
 
 
 def loader_generators(loaders: Any) -> list[torch.Generator]:
@@ -40,6 +62,8 @@ def loader_generators(loaders: Any) -> list[torch.Generator]:
 
 
 def _data_loaders(loaders: Any) -> list[DataLoader]:
+    if isinstance(loaders, Passes):
+        return _data_loaders(loaders.loader)
     if isinstance(loaders, DataLoader):
         return [loaders]
     if isinstance(loaders, Mapping):

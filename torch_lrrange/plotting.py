@@ -53,13 +53,32 @@ def plot_result(
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss")
     ax.grid(True, which="major", color="0.9", lw=0.8)
+    confirmed = result.confirmation
+    curve_lr = result.suggestion.lr
+    if curve_lr is not None:
+        label = f"lr {curve_lr:.2g} (method {result.method!r})" + (", the curve's" if confirmed is not None else "")
+        ax.axvline(curve_lr, color="C3" if confirmed is None else "0.4", ls="--", lw=1.5, label=label)
+        if lrs.size:
+            y = np.interp(np.log10(curve_lr), np.log10(lrs), smoothed)
+            ax.plot([curve_lr], [y], "o", color="C3" if confirmed is None else "0.4", ms=6)
+    if confirmed is not None:
+        runs = f"best of {len(confirmed.candidates)} runs of {confirmed.steps} steps, {confirmed.by} loss"
+        ax.axvline(confirmed.lr, color="C3", ls="-", lw=2, label=f"confirmed lr {confirmed.lr:.2g} ({runs})")
+        ax.plot(
+            confirmed.candidates,
+            [0.0] * len(confirmed.candidates),  # on the x axis: x in data, y in axes units
+            "^",
+            color="C3",
+            ms=5,
+            clip_on=False,
+            transform=ax.get_xaxis_transform(),
+            label="candidates tried",
+        )
     if result.usable:
         lo, hi, lr = result.min_lr, result.max_lr, result.lr
         ax.axvspan(lo, hi, color="C2", alpha=0.15, label=f"bounds: min_lr {lo:.2g}, max_lr {hi:.2g}")
-        ax.axvline(lr, color="C3", ls="--", lw=1.5, label=f"lr {lr:.2g} (method {result.method!r})")
-        if lrs.size:
-            ax.plot([lr], [np.interp(np.log10(lr), np.log10(lrs), smoothed)], "o", color="C3", ms=6)
-        summary = f"suggested lr {lr:.3g}, bounds {lo:.3g} to {hi:.3g}, confidence {result.confidence:.2f}"
+        what = "confirmed lr" if confirmed is not None else "suggested lr"
+        summary = f"{what} {lr:.3g}, bounds {lo:.3g} to {hi:.3g}, confidence {result.confidence:.2f}"
     else:
         summary = "no usable suggestion"
     if result.diverged and lrs.size:

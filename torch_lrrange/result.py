@@ -15,6 +15,7 @@ import torch
 from ._checks import check_threshold
 from ._files import read_json, write_json
 from .analysis import Suggestion, UnusableCurveError, suggest
+from .confirm import Confirmation
 from .divergence import DEFAULT_THRESHOLD
 
 __all__ = ["RangeTestResult", "analyze"]
@@ -38,12 +39,16 @@ class RangeTestResult:
         method: the analysis method used (see :data:`torch_lrrange.METHODS`).
         diverged: whether the sweep ended by diverging.
         runs: raw losses of each repeat, when there were several (each as recorded, also past divergence).
-        metadata: how the sweep was run (start_lr, end_lr, num_steps, mode...).
+        metadata: how the sweep was run (start_lr, end_lr, num_steps, mode...);
+            ``metadata["confirmation"]`` holds the confirmation phase's outcome, as plain data.
 
     ``lr`` (constant-LR training), ``min_lr`` and ``max_lr`` (cyclic training,
-    ``min_lr <= lr <= max_lr``) raise :class:`UnusableCurveError` when the curve
-    supports no suggestion, rather than return a confident-looking number
-    (``result.suggestion.lr`` is then None). The JSON of :meth:`save` uses the same names.
+    ``min_lr <= lr <= max_lr``) are the confirmed ones when the test ran a
+    confirmation phase (:attr:`confirmation`), else the curve's
+    (:attr:`suggestion`). They raise :class:`UnusableCurveError` when neither
+    gives an LR, rather than return a confident-looking number
+    (``result.suggestion.lr`` is then None). The JSON of :meth:`save` uses the
+    same names for the curve's reading.
     """
 
     lrs: np.ndarray
@@ -61,19 +66,30 @@ class RangeTestResult:
         return value
 
     @property
+    def confirmation(self) -> Confirmation | None:
+        """The confirmation phase's reading (``confirm=``): candidates, scores, steps; None without one."""
+        data = self.metadata.get("confirmation")
+        return None if data is None else Confirmation.from_dict(data, "metadata['confirmation']")
+
+    @property
     def lr(self) -> float:
-        """A single LR for constant-LR training."""
-        return self._get(self.suggestion.lr, "lr")
+        """A single LR for constant-LR training: the confirmed one when there is a confirmation."""
+        confirmed = self.confirmation
+        return confirmed.lr if confirmed is not None else self._get(self.suggestion.lr, "lr")
 
     @property
     def min_lr(self) -> float:
-        """Lower bound for cyclic training (CyclicLR's ``base_lr``)."""
-        return self._get(self.suggestion.min_lr, "min_lr")
+        """Lower bound for cyclic training (CyclicLR's ``base_lr``); at most the confirmed ``lr``."""
+        confirmed = self.confirmation
+        if confirmed is None:
+            return self._get(self.suggestion.min_lr, "min_lr")
+        return confirmed.lr if self.suggestion.min_lr is None else min(self.suggestion.min_lr, confirmed.lr)
 
     @property
     def max_lr(self) -> float:
-        """Upper bound for cyclic / one-cycle training (``max_lr``)."""
-        return self._get(self.suggestion.max_lr, "max_lr")
+        """Upper bound for cyclic / one-cycle training (``max_lr``): the confirmation's when there is one."""
+        confirmed = self.confirmation
+        return confirmed.max_lr if confirmed is not None else self._get(self.suggestion.max_lr, "max_lr")
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -82,8 +98,8 @@ class RangeTestResult:
 
     @property
     def usable(self) -> bool:
-        """Whether the curve gave a suggestion."""
-        return self.suggestion.lr is not None
+        """Whether the result gives an LR: the curve's suggestion, or a confirmation phase."""
+        return self.suggestion.lr is not None or "confirmation" in self.metadata
 
     @property
     def smoothed(self) -> np.ndarray:
@@ -92,13 +108,14 @@ class RangeTestResult:
 
     @property
     def confidence(self) -> float:
-        """0 (no usable suggestion) to 1 (clean curve)."""
+        """How clean the swept curve is: 0 (the curve alone gives no LR) to 1 (clean curve)."""
         return self.suggestion.confidence
 
     @property
     def warnings(self) -> list[str]:
-        """What is wrong with the curve, in words."""
-        return self.suggestion.warnings
+        """What is wrong with the curve, then what limits the confirmation, in words (a new list)."""
+        confirmed = self.confirmation
+        return [*self.suggestion.warnings, *([] if confirmed is None else confirmed.warnings)]
 
     @property
     def suggested_lr(self) -> float | None:
@@ -201,6 +218,9 @@ class RangeTestResult:
             smoothed=smoothed,
             points=len(lrs),
         )
+        metadata = _typed(data, "metadata", dict)
+        if "confirmation" in metadata:
+            Confirmation.from_dict(metadata["confirmation"], "saved RangeTestResult field metadata['confirmation']")
         return cls(
             lrs=lrs,
             losses=losses,
@@ -208,7 +228,7 @@ class RangeTestResult:
             method=_typed(data, "method", str),
             diverged=_typed(data, "diverged", bool),
             runs=[_array({"runs": r}, "runs") for r in runs],
-            metadata=_typed(data, "metadata", dict),
+            metadata=metadata,
         )
 
     def save(self, path: str | os.PathLike[str], *, all_ranks: bool = False) -> bool:
@@ -233,7 +253,9 @@ class RangeTestResult:
 
     def __repr__(self) -> str:
         if self.usable:
-            what = f"lr={self.suggestion.lr:.3g}, bounds=({self.suggestion.min_lr:.3g}, {self.suggestion.max_lr:.3g})"
+            what = f"lr={self.lr:.3g}, bounds=({self.min_lr:.3g}, {self.max_lr:.3g})"
+            if self.confirmation is not None:
+                what += ", confirmed"
         else:
             what = "no suggestion"
         return (

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import confirm as confirming
-from . import distributed
 from ._checks import check_int, check_loader, check_stateful, keyword_options
 from ._modes import evaluating
+from .confirm import confirm_steps as check_confirm
 from .context import RangeTest
-from .loaders import LoaderState, restoring
+from .loaders import LoaderState, Passes
 from .result import RangeTestResult
-from .snapshot import Snapshot
 
 logger = logging.getLogger("torch_lrrange")
 
@@ -59,22 +57,6 @@ def _moved(batch: Any, device: torch.device, non_blocking: bool) -> Any:
 
 def _needs_closure(optimizer: Any) -> bool:
     return isinstance(optimizer, torch.optim.LBFGS)
-
-
-def _passes(loader: Iterable[Any]) -> Iterator[Any]:
-    """The batches of ``loader``, pass after pass (one pass for a one-shot iterator).
-
-    A point may span more batches than one pass holds (accumulation, ``val_every``),
-    so passes are chained here rather than checked one by one in ``RangeTest.batches``.
-    """
-    one_shot = isinstance(loader, Iterator)
-    while True:
-        count = 0
-        for batch in loader:
-            count += 1
-            yield batch
-        if one_shot or count == 0:
-            return
 
 
 def range_test(
@@ -131,15 +113,17 @@ def range_test(
         val_loader: a fixed, re-iterable validation set; switches to
             validation-loss mode. Default None (record the training loss).
         val_every: optimizer steps per point in validation-loss mode, int >= 1. Default 1.
-        confirm: after the sweep, confirm the LR by short runs (:mod:`torch_lrrange.confirm`):
-            from the same snapshot, ``confirm.COUNT`` (6) constant candidate LRs half a
-            decade apart below the curve's climb point, ``confirm`` optimizer steps each
-            (``True``: ``confirm.STEPS``, 100); the candidate whose last 10 training losses
-            are lowest (with ``val_loader``: whose validation loss after its run is lowest)
-            becomes ``result.lr``, and ``result.max_lr`` a third of a decade above it. The
-            candidates, their scores and the steps are in ``result.metadata["confirmation"]``.
-            Costs ``6 * confirm`` more optimizer steps; everything is restored afterwards.
-            Default False.
+        confirm: after the sweep, confirm the LR by short runs (:mod:`torch_lrrange.confirm`,
+            ``RangeTest(confirm=)``): from the same snapshot and on the same batches,
+            ``confirm.COUNT`` (6) constant candidate LRs half a decade apart below the
+            curve's climb point, ``confirm`` optimizer steps each (``True``: ``confirm.STEPS``,
+            100), every param group keeping the sweep's ratios and held ``hyperparams``; the
+            candidate whose last 10 training losses are lowest (with ``val_loader``: whose
+            validation loss after its run is lowest) becomes ``result.lr``, and
+            ``result.max_lr`` a third of a decade above it (``result.confirmation``; the
+            curve's own reading stays in ``result.suggestion``). Costs ``6 * confirm`` more
+            optimizer steps; needs a re-iterable ``loader``; everything is restored
+            afterwards. Default False.
         **options: :class:`RangeTest` keywords (start_lr, end_lr, num_steps, extra_state, ...).
 
     Example:
@@ -155,7 +139,7 @@ def range_test(
     """
     accumulation_steps = check_int("accumulation_steps", accumulation_steps, minimum=1)
     val_every = check_int("val_every", val_every, minimum=1)
-    confirm_steps = _confirm_steps(confirm)
+    confirm_steps = check_confirm(confirm)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
     if device is not None and not isinstance(device, (str, torch.device)):
@@ -165,6 +149,11 @@ def range_test(
             f"val_loader must be a re-iterable collection of batches (a DataLoader, a list), got {type(val_loader).__name__}"
         )
     check_loader("loader", loader)
+    if confirm_steps and isinstance(loader, Iterator):
+        raise ValueError(
+            "confirm= needs a re-iterable loader (a DataLoader, a list): every candidate run starts over from the "
+            f"same batches, and a one-shot {type(loader).__name__} cannot"
+        )
     if isinstance(device, str):
         try:
             torch.device(device)
@@ -184,7 +173,24 @@ def range_test(
         extra = tuple(options.get("extra_state", ()))
         if not any(obj is scaler for obj in extra):
             options["extra_state"] = (*extra, scaler)
-    tester = RangeTest(model, optimizer, **options)
+    loaders = LoaderState([loader, val_loader], stacklevel=2)
+
+    def validation_score() -> torch.Tensor:
+        assert val_loader is not None
+        loaders.restore()  # every candidate is validated on the same batches
+        return _validation_loss(model, val_loader, loss_fn, device)
+
+    try:
+        tester = RangeTest(
+            model,
+            optimizer,
+            confirm=confirm_steps or False,
+            confirm_score=None if val_loader is None else validation_score,
+            **options,
+        )
+    except BaseException:
+        loaders.restore()
+        raise
 
     def train_step(micro_batches: list[Any]) -> torch.Tensor:
         """One optimizer step over ``micro_batches``; returns their mean loss."""
@@ -218,38 +224,29 @@ def range_test(
                 yield train_step(micro_batches)
                 micro_batches = []
 
-    with restoring([loader, val_loader], stacklevel=2), tester as rt:
-        steps = 0
-        for loss in optimizer_steps(rt.batches(_passes(loader))):
-            if val_loader is None:
-                rt.record(loss)
-                continue
-            steps += 1
-            if steps == val_every:
-                rt.record(_validation_loss(model, val_loader, loss_fn, device))
-                steps = 0
+    try:
+        with tester as rt:
+            steps = 0
+            # A point may span more batches than one pass holds (accumulation, val_every): Passes chains them.
+            for loss in optimizer_steps(rt.batches(loader if isinstance(loader, Iterator) else Passes(loader))):
+                if val_loader is None or rt.confirming:  # a candidate run records every training step
+                    rt.record(loss)
+                    continue
+                steps += 1
+                if steps == val_every:
+                    rt.record(_validation_loss(model, val_loader, loss_fn, device))
+                    steps = 0
+    finally:
+        loaders.restore()
     result = tester.result
     assert result is not None
     samples = _training_samples(loader)
     if val_loader is None and samples is not None and samples <= SMALL_TRAINING_SET:
-        result.suggestion.warnings.append(
+        note = (
             f"small training set ({samples} samples): over-fitting may set the best LR, and a training-loss "
             "sweep cannot see it; pass val_loader= (with confirm=True) to read the validation loss"
         )
-    if confirm_steps and result.suggestion.climb_at is not None:
-        lrs = confirming.candidates(result.suggestion.climb_at)
-        with restoring([loader, val_loader], stacklevel=2):
-            scores = _candidate_runs(
-                model,
-                optimizer,
-                tester,
-                lrs,
-                confirm_steps,
-                LoaderState([loader, val_loader]),
-                lambda: optimizer_steps(_passes(loader)),
-                None if val_loader is None else lambda: _validation_loss(model, val_loader, loss_fn, device),
-            )
-        _confirmed(result, lrs, scores, confirm_steps, by="validation" if val_loader is not None else "training")
+        result.suggestion = dataclasses.replace(result.suggestion, warnings=[*result.suggestion.warnings, note])
     return result
 
 
@@ -265,89 +262,6 @@ def _training_samples(loader: Any) -> int | None:
         return len(dataset) if dataset is not None else None
     except TypeError:  # an IterableDataset without __len__
         return None
-
-
-def _confirm_steps(confirm: Any) -> int:
-    """Steps per candidate run for ``range_test(confirm=)``: 0 (off), ``STEPS`` for True, or the int given."""
-    if confirm is False or confirm is None:
-        return 0
-    if confirm is True:
-        return confirming.STEPS
-    try:
-        return check_int("confirm", confirm, minimum=1)
-    except TypeError as err:
-        raise TypeError(f"confirm must be True, False or an int >= 1 (steps per candidate), got {confirm!r}") from err
-
-
-def _candidate_runs(
-    model: nn.Module,
-    optimizer: Any,
-    tester: RangeTest,
-    lrs: list[float],
-    steps: int,
-    loaders: LoaderState,
-    new_steps: Callable[[], Iterator[torch.Tensor]],
-    validation: Callable[[], torch.Tensor] | None,
-) -> list[list[float]]:
-    """Each candidate's run from one snapshot: its losses (or ``[validation loss]``), read once per run.
-
-    Every run starts from the same state and sees the same batches (the loaders'
-    generators are put back before each); every param group keeps its LR's
-    ratio to group 0's. A run that ends early (a one-shot loader ran out)
-    scores as cut short. Model, optimizer, ``extra_state`` and RNGs are
-    restored after the last run, also on errors; losses are averaged over the
-    ranks of ``process_group``.
-    """
-    reducer = distributed.LossReducer(tester.process_group)
-    snapshot = Snapshot.take(model, optimizer, *tester.extra_state, where=tester.snapshot_where)
-    ratios = [float(group["lr"]) / float(optimizer.param_groups[0]["lr"]) for group in optimizer.param_groups]
-    runs: list[list[float]] = []
-    try:
-        for lr in lrs:
-            snapshot.restore()
-            loaders.restore()
-            for group, ratio in zip(optimizer.param_groups, ratios):
-                group["lr"] = lr * ratio if not isinstance(group["lr"], torch.Tensor) else group["lr"].fill_(lr * ratio)
-            losses = [loss.detach().float().reshape(()) for _, loss in zip(range(steps), new_steps())]
-            if len(losses) < steps:
-                runs.append([math.inf])  # cut short: scores infinity either way
-                continue
-            if validation is not None:
-                losses = [validation().detach().float().reshape(())]
-            window = reducer.average(torch.stack(losses))
-            runs.append([float(v) for v in window.tolist()])  # one host read per run
-    finally:
-        snapshot.restore()
-        snapshot.release()
-    return runs
-
-
-def _confirmed(result: RangeTestResult, lrs: list[float], runs: list[list[float]], steps: int, by: str) -> None:
-    """Put the confirmation's choice into ``result`` (lr, max_lr, min_lr <= lr, metadata, warnings)."""
-    # a run is judged by its last TAIL training losses, or by the one validation loss after it
-    scored, tail = (1, 1) if by == "validation" else (steps, confirming.TAIL)
-    suggestion = result.suggestion
-    try:
-        chosen = confirming.choose(lrs, runs, steps=scored, tail=tail)
-    except ValueError as err:
-        suggestion.warnings.append(f"confirmation phase: {err}; the curve's own reading is kept")
-        return
-    if suggestion.lr is None:  # the curve gave no LR; the runs did
-        suggestion.confidence = 0.0
-        suggestion.warnings.append("the LR comes from the confirmation phase alone: the curve gave none")
-    suggestion.lr, suggestion.max_lr = chosen.lr, chosen.max_lr
-    suggestion.min_lr = chosen.lr if suggestion.min_lr is None else min(suggestion.min_lr, chosen.lr)
-    if chosen.lr in (chosen.candidates[0], chosen.candidates[-1]):
-        edge = "smallest" if chosen.lr == chosen.candidates[0] else "largest"
-        suggestion.warnings.append(f"the confirmed LR is the {edge} candidate: the best LR may lie beyond them")
-    result.metadata["confirmation"] = {
-        "by": by,
-        "candidates": chosen.candidates,
-        "scores": [None if math.isinf(v) else v for v in chosen.scores],
-        "steps": steps,
-        "lr": chosen.lr,
-    }
-    logger.info("confirmation phase: lr %.3g of %s (%s loss)", chosen.lr, chosen.candidates, by)
 
 
 def _closure_loss(model: nn.Module, optimizer: Any, loss_fn: LossFn, micro_batches: list[Any]) -> torch.Tensor:

@@ -21,7 +21,7 @@ from ._checks import (
     is_per_group,
 )
 
-__all__ = ["LRRangeScheduler", "lr_table", "range_lr"]
+__all__ = ["LRRangeScheduler", "group_lrs", "lr_table", "range_lr"]
 
 
 def range_lr(step: Any, start_lr: float, end_lr: float, num_steps: int, mode: str = "exp") -> Any:
@@ -228,6 +228,28 @@ def lr_table(starts: list[float], ends: list[float], num_steps: int, mode: str) 
             )
         columns.append(column)
     return list(zip(*columns))
+
+
+def group_lrs(lr: float, starts: list[float], ends: list[float], mode: str) -> list[float]:
+    """The LR of each param group when group 0's is ``lr``, keeping the groups' ratios of a sweep.
+
+    The ratios are those of the sweep from ``starts`` to ``ends`` (one per
+    group, as :func:`lr_table` takes them) at the point where group 0 reaches
+    ``lr``; outside the sweep's range, those of its nearest end. Group 0 gets
+    ``lr`` itself.
+
+    Example:
+        >>> group_lrs(0.01, [1e-4, 1e-5], [1.0, 0.1], "exp")
+        [0.01, 0.001]
+    """
+    start, end = starts[0], ends[0]
+    if mode == "exp":
+        t = math.log(lr / start) / math.log(end / start)
+    else:
+        t = (lr - start) / (end - start)
+    t = min(max(t, 0.0), 1.0)
+    at = [s * (e / s) ** t if mode == "exp" else s + (e - s) * t for s, e in zip(starts, ends)]
+    return [lr] + [lr * a / at[0] for a in at[1:]]
 
 
 def _as_float(lr: Any) -> float:
