@@ -7,6 +7,10 @@ batches through the same ``DataLoader``) as:
 - ``bare``: the plain loop;
 - ``RangeTest``: the same loop under ``with RangeTest(...)`` with ``rt.record(loss)``;
 - ``range_test()``: the one-call runner;
+- ``RangeTest(confirm=)``: the loop under a RangeTest with a confirmation phase, the same N
+  steps split between a sweep of N - 6 * (N // 8) points and 6 candidate runs of N // 8 steps
+  (each from the snapshot, restored between runs): the confirmation's cost beside the bare steps
+  (benches of at least 64 steps);
 - ``torch-lr-finder``: ``LRFinder(...).range_test(...)`` then ``reset()``;
 - ``lightning``: ``Tuner(trainer).lr_find(...)`` (Trainer built outside the timer).
 
@@ -61,12 +65,15 @@ from torch.utils.data import DataLoader
 
 import torch_lrrange
 from torch_lrrange import RangeTest, Snapshot, divergence, range_test
+from torch_lrrange.confirm import COUNT
 from torch_lrrange.demo import LeNet
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))
 from _sync_counter import SyncCounter
 
 START_LR, END_LR = 1e-6, 1e-3
+#: Benches of fewer steps skip ``RangeTest(confirm=)``: its sweep would be too short to place candidates.
+CONFIRMED_MIN_STEPS = 64
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 _clock = time.process_time
 
@@ -135,6 +142,22 @@ class Bench:
                 rt.record(self.train_step(optimizer, x, y))
         assert rt.result is not None
         return len(rt.result.losses)
+
+    def range_test_confirmed(self, optimizer: torch.optim.Optimizer) -> int:
+        """A sweep and a confirmation phase in N steps in all (see the module docstring)."""
+        runs = self.steps // 8
+        with RangeTest(
+            self.model,
+            optimizer,
+            start_lr=START_LR,
+            end_lr=END_LR,
+            num_steps=self.steps - COUNT * runs,
+            confirm=runs,
+        ) as rt:
+            for x, y in rt.batches(self.loader):
+                rt.record(self.train_step(optimizer, x, y))
+        assert rt.result is not None and rt.result.confirmation is not None, rt.result
+        return len(rt.result.losses) + rt.result.confirmation.cost
 
     def range_test_call(self, optimizer: torch.optim.Optimizer) -> int:
         result = range_test(
@@ -264,6 +287,8 @@ def method_runners(bench: Bench, root: str) -> dict[str, Callable[[], Callable[[
         "RangeTest": plain(bench.range_test_context),
         "range_test()": plain(bench.range_test_call),
     }
+    if bench.steps >= CONFIRMED_MIN_STEPS:
+        methods["RangeTest(confirm=)"] = plain(bench.range_test_confirmed)
     if _available("torch_lr_finder"):
         methods["torch-lr-finder"] = plain(bench.lr_finder)
     if _available("pytorch_lightning"):

@@ -194,10 +194,12 @@ def test_run_confirm_confirms_the_lr_by_short_runs(tmp_path, capsys, flag, steps
     target = f"{tmp_path / 'my_setup.py'}:make"
     status = main(["run", target, "--out", str(tmp_path / "o"), "--quiet", *flag])
     assert status == 0
-    result = _check_outputs(tmp_path / "o", capsys.readouterr().out)
+    stdout = capsys.readouterr().out
+    result = _check_outputs(tmp_path / "o", stdout)
     info = result.metadata["confirmation"]
     assert info["by"] == "training" and info["steps"] == steps and len(info["candidates"]) == 6
     assert result.lr == info["lr"]
+    assert f"confirmed by 6 runs of {steps} steps (training loss); the curve alone read lr" in stdout
     assert main(["run", target, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
     assert "confirmation" not in RangeTestResult.load(tmp_path / "plain" / "lr_range.json").metadata
 

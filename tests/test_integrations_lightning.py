@@ -240,6 +240,11 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
             lambda: lr_range_test(trainer, module, loader, num_training=5),
         ),
         (
+            TypeError,
+            "does not run a confirmation phase yet",
+            lambda: lr_range_test(trainer, module, loader, confirm=True),
+        ),
+        (
             ValueError,
             "num_steps must be an int in \\[2, 10000000\\]",
             lambda: lr_range_test(trainer, module, loader, num_steps=1),

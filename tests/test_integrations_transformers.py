@@ -193,6 +193,7 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
         (TypeError, "trainer must be a transformers.Trainer", lambda: lr_range_test(trainer.model)),
         (TypeError, "update_args must be True or False", lambda: lr_range_test(trainer, update_args="yes")),
         (TypeError, r"unknown option\(s\) learning_rate", lambda: lr_range_test(trainer, learning_rate=1e-3)),
+        (TypeError, "does not run a confirmation phase yet", lambda: lr_range_test(trainer, confirm=True)),
         (ValueError, "num_steps must be an int in \\[2, 10000000\\]", lambda: lr_range_test(trainer, num_steps=0)),
         (ValueError, "mode must be one of 'exp', 'linear'", lambda: lr_range_test(trainer, mode="cosine")),
         (ValueError, "has no train_dataset", lambda: lr_range_test(no_data)),

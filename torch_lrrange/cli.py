@@ -307,11 +307,19 @@ def _check_setup(setup: Any) -> dict[str, Any]:
 def _report(result: Any, png: str, json_path: str | None) -> int:
     """Print the suggestion and write the files; 0 if usable, 1 if not."""
     if result.usable:
-        print(f"lr      {result.lr:.3g}    constant-LR training (method {result.method!r})")
+        confirmed = result.confirmation
+        source = f"method {result.method!r}" if confirmed is None else "confirmed"
+        print(f"lr      {result.lr:.3g}    constant-LR training ({source})")
         print(f"min_lr  {result.min_lr:.3g}    CyclicLR base_lr")
         print(f"max_lr  {result.max_lr:.3g}    CyclicLR / OneCycleLR max_lr")
+        if confirmed is not None:
+            curve = "none" if result.suggestion.lr is None else f"{result.suggestion.lr:.3g}"
+            print(
+                f"confirmed by {len(confirmed.candidates)} runs of {confirmed.steps} steps ({confirmed.by} loss); "
+                f"the curve alone read lr {curve} (method {result.method!r})"
+            )
         print(
-            f"confidence {result.confidence:.2f} (0: unusable, 1: clean curve), {len(result.lrs)} points"
+            f"confidence {result.confidence:.2f} (0: the curve gives no LR, 1: clean curve), {len(result.lrs)} points"
             + (", stopped at divergence" if result.diverged else "")
         )
     else:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import numbers
 import threading
 import warnings
@@ -428,7 +427,8 @@ class RangeTest:
         assert candidates is not None and progress is not None
         candidates.end_run(None if self.confirm_score is None else self.confirm_score())
         runs = len(candidates.runs)
-        progress.update(self.num_steps * self.repeats + runs * self.confirm_steps, candidates.lrs[runs - 1], math.nan)
+        last = candidates.runs[-1][-1]  # already on the host: the run's last loss (or its score)
+        progress.update(self.num_steps * self.repeats + runs * self.confirm_steps, candidates.lrs[runs - 1], last)
         if candidates.finished:
             self._finished = True
             self._recording = False

@@ -17,6 +17,10 @@ from ..result import RangeTestResult
 __all__ = ["check_options", "per_group_range", "suggestion"]
 
 
+#: RangeTest keywords the trainer integrations do not take yet.
+_NOT_YET = ("confirm", "confirm_score")
+
+
 def check_options(options: dict[str, Any], caller: str) -> None:
     """Refuse unknown :class:`RangeTest` keywords and bad values before the trainer is touched.
 
@@ -24,7 +28,14 @@ def check_options(options: dict[str, Any], caller: str) -> None:
     many param groups as a per-group ``start_lr``/``end_lr`` list names); ``hyperparams``
     depends on the real optimizer's groups and is checked once the trainer has built it.
     """
-    allowed = keyword_options(RangeTest)
+    confirming = sorted(set(options) & set(_NOT_YET))
+    if confirming:
+        raise TypeError(
+            f"{caller}() does not run a confirmation phase yet ({', '.join(confirming)}): the trainer's own loop "
+            "cannot start each candidate run over from the same batches; confirm with "
+            "torch_lrrange.range_test(..., confirm=True), or RangeTest(confirm=True) around a loop over rt.batches()"
+        )
+    allowed = [k for k in keyword_options(RangeTest) if k not in _NOT_YET]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(f"{caller}() got unknown option(s) {', '.join(unknown)}; the options are {', '.join(allowed)}")
