@@ -4,10 +4,13 @@
    ``torch.cuda.set_sync_debug_mode("error")``; only the periodic read of a
    window (``WindowReader.drain``) runs with the check off. Any other host sync
    raises. Done for each snapshot mode.
-2. A NaN loss injected at a known step: the sweep stops at most
+2. The same for a sweep followed by its confirmation phase (``confirm=``): only the
+   window reads, each candidate run's one read and the snapshot restore between runs
+   may sync.
+3. A NaN loss injected at a known step: the sweep stops at most
    ``2 * check_every - 1`` steps past it (the read is lagged one window), and
    the result drops every point from it on.
-3. The tables of ``overhead.py`` on ``cuda`` (wall time, device synchronised),
+4. The tables of ``overhead.py`` on ``cuda`` (wall time, device synchronised),
    with each snapshot mode's device memory.
 
 Run: ``python benchmarks/cuda_check.py [--quick]``; without CUDA it says so and exits 0.
@@ -18,12 +21,13 @@ from __future__ import annotations
 import math
 import os
 import sys
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_lrrange import RangeTest, divergence
+from torch_lrrange import RangeTest, Snapshot, confirm, divergence
 
 
 def _model(device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -69,6 +73,57 @@ def sweep_without_syncs(where: str, steps: int = 64) -> int:
     return reads
 
 
+def confirmation_without_syncs(where: str, steps: int = 64, runs: int = 10) -> tuple[int, float]:
+    """A sweep and its confirmation phase under sync debug mode "error", but for the reads and restores.
+
+    Returns the syncing calls made (window reads, run reads, restores) and the confirmed LR.
+    """
+    device = torch.device("cuda")
+    model, optimizer = _model(device)
+    data = [(torch.randn(32, 64, device=device), torch.randint(0, 10, (32,), device=device)) for _ in range(8)]
+    calls = 0
+    originals = {
+        (divergence.WindowReader, "drain"): divergence.WindowReader.drain,
+        (confirm.CandidateRuns, "end_run"): confirm.CandidateRuns.end_run,
+        (Snapshot, "restore"): Snapshot.restore,
+    }
+
+    def allowed(method: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            torch.cuda.set_sync_debug_mode("default")
+            try:
+                return method(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("error")
+
+        return call
+
+    for (owner, name), method in originals.items():
+        setattr(owner, name, allowed(method))
+    try:
+        with RangeTest(
+            model, optimizer, start_lr=1e-6, end_lr=1e-3, num_steps=steps, snapshot=where, confirm=runs
+        ) as rt:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                for x, y in rt.batches(data):
+                    optimizer.zero_grad()
+                    loss = F.cross_entropy(model(x), y)
+                    loss.backward()
+                    optimizer.step()
+                    rt.record(loss)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    finally:
+        for (owner, name), method in originals.items():
+            setattr(owner, name, method)
+    assert rt.result is not None and rt.result.confirmation is not None, rt.result
+    return calls, rt.result.lr
+
+
 def overshoot(bad_at: int = 21, check_every: int = 8) -> tuple[int, int]:
     """Steps taken past an injected NaN loss, and the points the result kept."""
     model, optimizer = _model(torch.device("cuda"))
@@ -90,6 +145,12 @@ def main(argv: list[str]) -> int:
     for where in ("cpu", "device", "disk"):
         reads = sweep_without_syncs(where)
         print(f"snapshot={where!r}: 64 steps under set_sync_debug_mode('error'), no sync outside {reads} reads")
+    for where in ("cpu", "device"):
+        calls, lr = confirmation_without_syncs(where)
+        print(
+            f"snapshot={where!r}: 64-step sweep + 6 runs of 10 steps under set_sync_debug_mode('error'), "
+            f"no sync outside {calls} reads and restores; confirmed lr {lr:.3g}"
+        )
     past, kept = overshoot()
     print(f"NaN at step 21 (check_every=8): stopped {past} steps past it (bound 15), result kept {kept} points\n")
     assert 0 <= past <= 15 and kept == 21

@@ -117,3 +117,67 @@ def test_validation_arguments_are_checked():
     with pytest.raises(ValueError, match="val_loader is empty: it yielded no batch"):
         range_test(model, opt, data, mse, val_loader=[], num_steps=4)
     saved.check()  # the failed sweep restored everything, modes included
+
+
+def _counting_val_setup(n_val_batches: int = 20):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    train_data = regression_data(n_batches=5, seed=0)
+    x, y = torch.randn(n_val_batches * 4, 6), torch.randn(n_val_batches * 4, 1)
+    val = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(3)
+    )
+    seen: list[list[torch.Tensor]] = [[]]  # per validation pass: the first input of each batch
+
+    def loss_fn(m, batch):
+        if not m.training:
+            seen[-1].append(batch[0][0])
+        elif seen[-1]:
+            seen.append([])
+        return mse(m, batch)
+
+    return model, opt, train_data, val, loss_fn, seen
+
+
+def test_a_validation_sweep_reads_a_fixed_subset_of_batches_per_point_by_default():
+    model, opt, train_data, val, loss_fn, seen = _counting_val_setup()
+    generator_state = val.generator.get_state()
+    range_test(model, opt, train_data, loss_fn, val_loader=val, start_lr=START, end_lr=END, num_steps=STEPS)
+    passes = [p for p in seen if p]
+    assert len(passes) == STEPS and all(len(p) == 8 for p in passes)
+    assert all(torch.equal(a, b) for p in passes for a, b in zip(p, passes[0]))  # the same batches each point
+    assert torch.equal(val.generator.get_state(), generator_state)
+
+
+def test_val_batches_none_reads_the_whole_validation_set_and_confirmation_runs_always_do():
+    model, opt, train_data, val, loss_fn, seen = _counting_val_setup()
+    range_test(
+        model, opt, train_data, loss_fn, val_loader=val, val_batches=None, start_lr=START, end_lr=END, num_steps=STEPS
+    )
+    assert [len(p) for p in seen if p] == [20] * STEPS
+    model, opt, train_data, val, loss_fn, seen = _counting_val_setup()
+    result = range_test(
+        model,
+        opt,
+        train_data,
+        loss_fn,
+        val_loader=val,
+        val_batches=2,
+        num_steps=40,
+        start_lr=1e-5,
+        end_lr=10,
+        confirm=3,
+    )
+    lengths = [len(p) for p in seen if p]
+    runs = 0 if result.confirmation is None else len(result.confirmation.candidates)
+    assert runs == 6 and lengths == [2] * (len(lengths) - runs) + [20] * runs
+
+
+@pytest.mark.parametrize(("bad", "error"), [(0, ValueError), (-1, ValueError), (2.5, TypeError), ("8", TypeError)])
+def test_a_bad_val_batches_is_refused_before_anything_changes(bad, error):
+    model, opt, train_data, val, loss_fn, _ = _counting_val_setup()
+    before = Restored(model, opt)
+    with pytest.raises(error, match="val_batches must be an int >= 1"):
+        range_test(model, opt, train_data, loss_fn, val_loader=val, val_batches=bad, num_steps=STEPS)
+    before.check()

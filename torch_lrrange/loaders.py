@@ -101,10 +101,14 @@ class LoaderState:
                 stacklevel=stacklevel + 1,
             )
 
-    def restore(self) -> None:
-        """Put the generators back; shut down persistent worker pools started since the capture."""
+    def rewind(self) -> None:
+        """Put the generators back (worker pools stay): the next pass draws as the first one did."""
         for generator, state in self._generators:
             generator.set_state(state)
+
+    def restore(self) -> None:
+        """Put the generators back; shut down persistent worker pools started since the capture."""
+        self.rewind()
         for loader in self._started:
             iterator = getattr(loader, "_iterator", None)
             if iterator is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -70,6 +71,7 @@ def range_test(
     scaler: torch.amp.GradScaler | None = None,
     val_loader: Iterable[Any] | None = None,
     val_every: int = 1,
+    val_batches: int | None = 8,
     confirm: bool | int = False,
     **options: Any,
 ) -> RangeTestResult:
@@ -93,10 +95,13 @@ def range_test(
       closure returned first, before the step).
     * with ``val_loader`` (validation-loss mode, as in Smith's original test):
       each point is ``val_every`` optimizer steps at the point's LR, followed by
-      one pass over ``val_loader`` in eval mode under ``torch.no_grad()`` (the
-      train/eval mode of every submodule is put back after it); the point's loss
-      is the mean of the per-batch validation losses. A sweep of ``num_steps``
-      points then takes ``num_steps * val_every`` optimizer steps.
+      the loss on the first ``val_batches`` batches of ``val_loader`` (the same
+      batches at every point: its generator is put back before each), in eval
+      mode under ``torch.no_grad()`` (the train/eval mode of every submodule is
+      put back after it); the point's loss is the mean of the per-batch
+      validation losses. A sweep of ``num_steps`` points then takes
+      ``num_steps * val_every`` optimizer steps. Confirmation runs are judged on
+      the whole validation set.
 
     Args:
         model, optimizer: as for :class:`RangeTest`.
@@ -113,6 +118,8 @@ def range_test(
         val_loader: a fixed, re-iterable validation set; switches to
             validation-loss mode. Default None (record the training loss).
         val_every: optimizer steps per point in validation-loss mode, int >= 1. Default 1.
+        val_batches: validation batches per point of the sweep, int >= 1, or None for the
+            whole ``val_loader`` at every point. Default 8 (bounds the sweep's validation cost).
         confirm: after the sweep, confirm the LR by short runs (:mod:`torch_lrrange.confirm`,
             ``RangeTest(confirm=)``): from the same snapshot and on the same batches,
             ``confirm.COUNT`` (6) constant candidate LRs half a decade apart below the
@@ -139,6 +146,8 @@ def range_test(
     """
     accumulation_steps = check_int("accumulation_steps", accumulation_steps, minimum=1)
     val_every = check_int("val_every", val_every, minimum=1)
+    if val_batches is not None:
+        val_batches = check_int("val_batches", val_batches, minimum=1)
     confirm_steps = check_confirm(confirm)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
@@ -173,23 +182,25 @@ def range_test(
         extra = tuple(options.get("extra_state", ()))
         if not any(obj is scaler for obj in extra):
             options["extra_state"] = (*extra, scaler)
-    loaders = LoaderState([loader, val_loader], stacklevel=2)
+    loaders = LoaderState(loader, stacklevel=2)
+    validation = LoaderState(val_loader, stacklevel=2)  # its generator: put back before every validation pass
 
-    def validation_score() -> torch.Tensor:
+    def validation_loss(limit: int | None) -> torch.Tensor:
         assert val_loader is not None
-        loaders.restore()  # every candidate is validated on the same batches
-        return _validation_loss(model, val_loader, loss_fn, device)
+        validation.rewind()  # every point (and every candidate) sees the same validation batches
+        return _validation_loss(model, val_loader, loss_fn, device, limit=limit)
 
     try:
         tester = RangeTest(
             model,
             optimizer,
             confirm=confirm_steps or False,
-            confirm_score=None if val_loader is None else validation_score,
+            confirm_score=None if val_loader is None else lambda: validation_loss(None),
             **options,
         )
     except BaseException:
         loaders.restore()
+        validation.restore()
         raise
 
     def train_step(micro_batches: list[Any]) -> torch.Tensor:
@@ -234,10 +245,11 @@ def range_test(
                     continue
                 steps += 1
                 if steps == val_every:
-                    rt.record(_validation_loss(model, val_loader, loss_fn, device))
+                    rt.record(validation_loss(val_batches))
                     steps = 0
     finally:
         loaders.restore()
+        validation.restore()
     result = tester.result
     assert result is not None
     samples = _training_samples(loader)
@@ -277,12 +289,14 @@ def _closure_loss(model: nn.Module, optimizer: Any, loss_fn: LossFn, micro_batch
     return total / n if n > 1 else total
 
 
-def _validation_loss(model: nn.Module, val_loader: Iterable[Any], loss_fn: LossFn, device: Any) -> torch.Tensor:
-    """Mean per-batch loss over ``val_loader``, in eval mode and without grad; modes restored."""
+def _validation_loss(
+    model: nn.Module, val_loader: Iterable[Any], loss_fn: LossFn, device: Any, limit: int | None = None
+) -> torch.Tensor:
+    """Mean per-batch loss over ``val_loader`` (its first ``limit`` batches), in eval mode, without grad; modes restored."""
     total: torch.Tensor | None = None
     count = 0
     with evaluating(model), torch.no_grad():
-        for batch in val_loader:
+        for batch in val_loader if limit is None else itertools.islice(val_loader, limit):
             loss = loss_fn(model, batch if device is None else to_device(batch, device)).detach().float()
             total = loss if total is None else total + loss
             count += 1
