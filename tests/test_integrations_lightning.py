@@ -271,7 +271,9 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
 def test_missing_lightning_says_how_to_install_it(monkeypatch):
     for name in ("lightning.pytorch", "pytorch_lightning"):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
-    with pytest.raises(ImportError, match=r"pip install 'torch_lrrange\[lightning\]'"):
+    with pytest.raises(
+        ImportError, match=r'pip install -e "\.\[lightning\]" in a clone .*pip install "torch_lrrange\[lightning\]"'
+    ):
         lr_range_test(object(), None)
 
 

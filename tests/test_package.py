@@ -1,11 +1,17 @@
-"""The package as a whole: its modules import each other without a cycle."""
+"""The package as a whole: its modules import each other without a cycle; a missing extra says how to install it."""
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from pathlib import Path
 
+import pytest
+
 import torch_lrrange
+from torch_lrrange import demo
+from torch_lrrange._optional import install_hint, require
 
 PACKAGE = Path(torch_lrrange.__file__).parent
 
@@ -65,3 +71,29 @@ def test_the_package_has_no_import_cycle():
 
 def test_the_cycle_check_sees_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+
+
+def _hint(extra: str) -> str:
+    return (
+        re.escape(f'pip install -e ".[{extra}]" in a clone of torch_lrrange')
+        + ".*"
+        + re.escape(f'pip install "torch_lrrange[{extra}]"')
+    )
+
+
+def test_the_install_hint_gives_the_clone_form_and_the_published_name():
+    assert install_hint("demo") == (
+        'pip install -e ".[demo]" in a clone of torch_lrrange (once it is on PyPI: pip install "torch_lrrange[demo]")'
+    )
+    with pytest.raises(ImportError, match=r"^torch_lrrange_no_such_module is needed for this; install it with: "):
+        require("torch_lrrange_no_such_module", "plot")
+
+
+@pytest.mark.parametrize(
+    ("module", "extra", "load"),
+    [("sklearn.datasets", "demo", lambda path: demo._digits(0)), ("torchvision.datasets", "vision", demo._mnist)],
+)
+def test_the_demo_without_its_data_set_library_says_how_to_install_it(monkeypatch, tmp_path, module, extra, load):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    with pytest.raises(ImportError, match=_hint(extra)):
+        load(tmp_path)

@@ -76,7 +76,10 @@ def test_plot_without_matplotlib_names_the_extra(monkeypatch):
     lrs, losses = _curve()
     result = analyze(lrs, losses)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"pip install 'torch_lrrange\[plot\]'"):
+    with pytest.raises(
+        ImportError,
+        match=r'pip install -e "\.\[plot\]" in a clone of torch_lrrange \(once it is on PyPI: pip install "torch_lrrange\[plot\]"\)',
+    ):
         result.plot()
 
 
