@@ -420,3 +420,4 @@ def test_ddp_on_two_cpu_processes_gives_every_rank_the_same_result(tmp_path):
 def test_example_script(tmp_path):
     stdout = run_example("lightning_range_test.py", tmp_path, timeout=300)
     assert "RangeTestResult(" in stdout and "trained 1 epoch at" in stdout, stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["outputs"]  # the training's logs, not in the working directory
