@@ -29,7 +29,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100, help="points in the sweep (default 100)")
     parser.add_argument("--batch-size", type=int, default=32, help="per-rank batch size (default 32)")
     parser.add_argument("--fsdp", action="store_true", help="shard the model with FSDP2 (fully_shard) instead of DDP")
-    parser.add_argument("--plot", metavar="PNG", nargs="?", const="ddp_lr_range.png", help="write the plot (rank 0)")
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        nargs="?",
+        const="outputs/ddp_lr_range.png",
+        help="write the plot (rank 0; default outputs/ddp_lr_range.png)",
+    )
     args = parser.parse_args()
 
     use_cuda = torch.cuda.is_available() and dist.is_nccl_available()
@@ -88,6 +94,8 @@ def main() -> None:
         if result.usable:
             print(f"constant LR: {result.lr:.3g}   cyclic bounds: ({result.min_lr:.3g}, {result.max_lr:.3g})")
     if args.plot:
+        if rank == 0:
+            os.makedirs(os.path.dirname(args.plot) or ".", exist_ok=True)
         result.plot(path=args.plot)  # writes on rank 0 only
         if rank == 0:
             print(f"plot written to {args.plot}")

@@ -5,10 +5,12 @@ trainer's own fit loop; afterwards the trainer, module and RNGs are as before th
 checkpoint or log of the sweep is written) and ``update_attr=True`` has set ``hparams.lr``.
 
     pip install -e ".[lightning,demo]"
-    python examples/lightning_range_test.py
+    python examples/lightning_range_test.py              # the training's logs and checkpoint in outputs/
+    python examples/lightning_range_test.py --out DIR    # ... in DIR instead
     TORCH_LRRANGE_QUICK=1 python examples/lightning_range_test.py   # smoke test
 """
 
+import argparse
 import logging
 import os
 
@@ -21,6 +23,9 @@ from torch_lrrange.demo import LeNet, accuracy, load_data
 from torch_lrrange.integrations.lightning import lr_range_test
 
 QUICK = os.environ.get("TORCH_LRRANGE_QUICK") == "1"
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--out", default="outputs", help="folder of the training's lightning_logs/ (default: outputs)")
+out = parser.parse_args().out
 logging.basicConfig(format="%(message)s")
 logging.getLogger("torch_lrrange").setLevel(logging.INFO)  # says which LR update_attr set
 
@@ -54,7 +59,7 @@ class Digits(pl.LightningDataModule):
 
 pl.seed_everything(0)
 model, dm = LitLeNet(), Digits()
-trainer = pl.Trainer(accelerator="cpu", max_epochs=1 if QUICK else 3, enable_model_summary=False)
+trainer = pl.Trainer(accelerator="cpu", max_epochs=1 if QUICK else 3, enable_model_summary=False, default_root_dir=out)
 
 result = lr_range_test(trainer, model, datamodule=dm, num_steps=20 if QUICK else 100, update_attr=True)
 print(result)

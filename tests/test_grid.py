@@ -518,7 +518,7 @@ def test_repr_names_the_choice():
 
 @pytest.mark.slow
 def test_weight_decay_grid_example(tmp_path):
-    stdout = run_example("weight_decay_grid.py", tmp_path)
+    stdout = run_example("weight_decay_grid.py", tmp_path, "--out", str(tmp_path))
     assert stdout.splitlines()[0].split()[:2] == ["weight_decay", "lr"]
     assert sum(line.startswith("* ") for line in stdout.splitlines()) == 1
     assert "validation accuracy" in stdout

@@ -276,7 +276,9 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
 def test_missing_lightning_says_how_to_install_it(monkeypatch):
     for name in ("lightning.pytorch", "pytorch_lightning"):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
-    with pytest.raises(ImportError, match=r"pip install 'torch_lrrange\[lightning\]'"):
+    with pytest.raises(
+        ImportError, match=r'pip install -e "\.\[lightning\]" in a clone .*pip install "torch_lrrange\[lightning\]"'
+    ):
         lr_range_test(object(), None)
 
 
@@ -423,3 +425,4 @@ def test_ddp_on_two_cpu_processes_gives_every_rank_the_same_result(tmp_path):
 def test_example_script(tmp_path):
     stdout = run_example("lightning_range_test.py", tmp_path, timeout=300)
     assert "RangeTestResult(" in stdout and "trained 1 epoch at" in stdout, stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["outputs"]  # the training's logs, not in the working directory

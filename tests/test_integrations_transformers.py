@@ -207,7 +207,10 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
 
 def test_missing_transformers_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if not installed
-    with pytest.raises(ImportError, match=r"pip install 'torch_lrrange\[transformers\]'"):
+    with pytest.raises(
+        ImportError,
+        match=r'pip install -e "\.\[transformers\]" in a clone .*pip install "torch_lrrange\[transformers\]"',
+    ):
         lr_range_test(object())
 
 

@@ -68,7 +68,9 @@ def test_plain_fallback_without_tqdm(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_tqdm)
     assert Progress(8, enabled=True, stream=io.StringIO()).backend == "plain"
-    with pytest.raises(ImportError, match="pip install tqdm"):
+    with pytest.raises(
+        ImportError, match=r'pip install -e "\.\[progress\]" in a clone .*pip install "torch_lrrange\[progress\]"'
+    ):
         Progress(8, enabled=True, stream=io.StringIO(), backend="tqdm")
 
 

@@ -76,7 +76,10 @@ def test_plot_without_matplotlib_names_the_extra(monkeypatch):
     lrs, losses = _curve()
     result = analyze(lrs, losses)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"pip install 'torch_lrrange\[plot\]'"):
+    with pytest.raises(
+        ImportError,
+        match=r'pip install -e "\.\[plot\]" in a clone of torch_lrrange \(once it is on PyPI: pip install "torch_lrrange\[plot\]"\)',
+    ):
         result.plot()
 
 
@@ -132,20 +135,6 @@ def test_the_suggestion_has_one_name_for_each_value_in_attributes_and_json():
     for name in ("lr", "min_lr", "max_lr", "confidence", "warnings"):
         assert getattr(result, name) == getattr(result.suggestion, name) == data[name]
     assert np.array_equal(result.smoothed, result.suggestion.smoothed)
-
-
-def test_renamed_names_still_work_with_a_deprecation_warning():
-    import torch_lrrange.analysis
-
-    lrs, losses = _curve()
-    result = analyze(lrs, losses)
-    for old, new in (("suggested_lr", "lr"), ("suggested_min_lr", "min_lr"), ("suggested_max_lr", "max_lr")):
-        with pytest.warns(
-            DeprecationWarning, match=rf"RangeTestResult\.{old} is deprecated; use result\.suggestion\.{new}"
-        ):
-            assert getattr(result, old) == getattr(result, new)
-    with pytest.warns(DeprecationWarning, match="import it as torch_lrrange.analyze"):
-        assert torch_lrrange.analysis.analyze is analyze
 
 
 def test_save_never_leaves_a_half_written_file(tmp_path):

@@ -433,18 +433,3 @@ def suggest(
     min_lr = min(min_lr, lr)
     max_lr = min(max(max_lr, lr), ceiling)
     return Suggestion(lr, min_lr, max_lr, confidence, warnings, shown, n, float(x[d.minimum]), climb_at)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "analyze":  # moved to torch_lrrange.result with RangeTestResult, which it builds
-        import warnings as _warnings
-
-        _warnings.warn(
-            "torch_lrrange.analysis.analyze moved; import it as torch_lrrange.analyze",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from .result import analyze
-
-        return analyze
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ._checks import check_choice
+from ._optional import install_hint
 
 __all__ = ["BACKENDS", "Progress"]
 
@@ -54,7 +55,9 @@ class Progress:
                 from tqdm.auto import tqdm
             except ImportError:
                 if backend == "tqdm":
-                    raise ImportError("tqdm is needed for backend='tqdm'; install it with: pip install tqdm") from None
+                    raise ImportError(
+                        f"tqdm is needed for backend='tqdm'; install it with: {install_hint('progress')}"
+                    ) from None
             else:
                 # mininterval=0: updates come once per window of >= 8 optimizer steps, so every one is drawn.
                 self._bar = tqdm(

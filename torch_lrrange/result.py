@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings as _warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,21 +115,6 @@ class RangeTestResult:
         """What is wrong with the curve, then what limits the confirmation, in words (a new list)."""
         confirmed = self.confirmation
         return [*self.suggestion.warnings, *([] if confirmed is None else confirmed.warnings)]
-
-    @property
-    def suggested_lr(self) -> float | None:
-        """Deprecated: ``suggestion.lr``."""
-        return _deprecated("suggested_lr", "suggestion.lr", self.suggestion.lr)
-
-    @property
-    def suggested_min_lr(self) -> float | None:
-        """Deprecated: ``suggestion.min_lr``."""
-        return _deprecated("suggested_min_lr", "suggestion.min_lr", self.suggestion.min_lr)
-
-    @property
-    def suggested_max_lr(self) -> float | None:
-        """Deprecated: ``suggestion.max_lr``."""
-        return _deprecated("suggested_max_lr", "suggestion.max_lr", self.suggestion.max_lr)
 
     def cyclic_lr(self, optimizer: Any, **kwargs: Any):
         """``torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=min_lr, max_lr=max_lr, **kwargs)``."""
@@ -352,11 +336,6 @@ def json_value(value: Any, where: str) -> Any:
             out[key] = json_value(item, f"{where}[{key!r}]")
         return out
     raise TypeError(f"{where} is a {type(value).__name__}, which JSON cannot hold (use numbers, strings, lists, dicts)")
-
-
-def _deprecated(old: str, new: str, value: Any) -> Any:
-    _warnings.warn(f"RangeTestResult.{old} is deprecated; use result.{new}", DeprecationWarning, stacklevel=3)
-    return value
 
 
 def _floats(values: Any) -> list[float | None]:

@@ -9,7 +9,8 @@
   ``accelerator.prepare``\\ d objects, ``accelerator.backward`` and ``accelerator.accumulate``.
 
 Each integration imports its library only when called, with an install hint when it is
-missing (``pip install 'torch_lrrange[lightning]'``, ``[transformers]``). Afterwards the trainer
+missing (from a clone: ``pip install -e ".[lightning]"``, ``".[transformers]"``; once published:
+``pip install "torch_lrrange[lightning]"``). Afterwards the trainer
 behaves as if the test had never run: model, optimizers, schedulers, scaler and RNG states are
 restored bit-exactly, counters are back, and nothing reached loggers, callbacks or checkpoints.
 """
