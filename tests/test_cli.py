@@ -501,3 +501,25 @@ def test_run_bad_grid_exits_2_naming_the_option(tmp_path, capsys, grid, message)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "lr_grid.json").exists()
+
+
+def test_plot_out_into_a_missing_folder_is_a_usage_error_naming_it(tmp_path, capsys):
+    _saved_curve(tmp_path / "curve.json")
+    target = tmp_path / "no_such_folder" / "pic.png"
+    with pytest.raises(SystemExit) as info:
+        main(["plot", str(tmp_path / "curve.json"), "--out", str(target)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out" in err and str(target.parent) in err and ".tmp" not in err
+
+
+def test_plot_of_a_result_with_an_unknown_method_is_a_usage_error(tmp_path, capsys):
+    saved = _saved_curve(tmp_path / "curve.json")
+    data = saved.to_dict()
+    data["method"] = "bogus"
+    (tmp_path / "curve.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as info:
+        main(["plot", str(tmp_path / "curve.json")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument JSON" in err and "'method'" in err and "bogus" in err and "Traceback" not in err

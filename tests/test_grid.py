@@ -390,6 +390,31 @@ def test_from_dict_refuses_bad_data(edit, match):
         GridResult.from_dict(data)
 
 
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: d["entries"][0].update(values=[{"a": 1}, 0.0]), r"entries\[0\] 'values'\[0\] must be"),
+        (lambda d: d["entries"][0].update(values=[[0.9, 0.999], "0"]), r"entries\[0\] 'values'\[1\] must be"),
+        (lambda d: d["entries"][0].update(values=[[0.9, {}], 0.0]), r"entries\[0\] 'values'\[0\] must be"),
+        (lambda d: d.update(current=[{"a": 1}, 0.0]), r"'current'\[0\] must be"),
+        (lambda d: d.update(fixed={"eps": "1e-6"}), r"'fixed'\['eps'\] must be"),
+        (lambda d: d.update(fixed={"eps": {"x": 1}}), r"'fixed'\['eps'\] must be"),
+        (lambda d: d.update(fixed={"lr": 0.1}), r"'fixed' cannot hold 'lr'"),
+        (lambda d: d.update(fixed={"weight_decay": 0.1}), r"'fixed' holds 'weight_decay', one of the grid's keys"),
+        (lambda d: d.update(fixed=[]), r"'fixed' must be an object"),
+        (lambda d: d.update(keys=["betas", "lr"]), r"'keys' cannot hold 'lr'"),
+    ],
+)
+def test_load_refuses_bad_values_naming_the_file_and_field(tmp_path, edit, match):
+    data = json.loads(json.dumps(_synthetic_grid().to_dict()))
+    edit(data)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=match) as info:
+        GridResult.load(path)
+    assert str(path) in str(info.value)
+
+
 def test_load_refuses_non_finite_constants(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text('{"format": "torch_lrrange.GridResult", "version": 1, "keys": ["a"], "entries": [NaN]}')

@@ -201,3 +201,32 @@ def test_numpy_and_tensor_scalars_come_back_as_numbers(tmp_path):
     assert meta["start_lr"] == float(np.float32(1e-4)) and isinstance(meta["start_lr"], float)
     assert meta["num_steps"] == 100 and isinstance(meta["num_steps"], int)
     assert meta["flag"] is True and meta["scale"] == 0.5 and meta["betas"] == [0.9, 0.99]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(lr=d["max_lr"] * 2), r"'lr' .* must lie between 'min_lr' and 'max_lr'"),
+        (lambda d: d.update(min_lr=d["lr"] * 2), r"'lr' .* must lie between 'min_lr' and 'max_lr'"),
+        (lambda d: d.update(max_lr=None), "'lr', 'min_lr' and 'max_lr' must all be numbers or all null"),
+        (lambda d: d.update(method="bogus"), r"'method' must be one of 'default', .*got 'bogus'"),
+    ],
+)
+def test_load_refuses_an_edited_suggestion_naming_the_file_and_field(tmp_path, edit, message):
+    lrs, losses = _curve()
+    data = analyze(lrs, losses).to_dict()
+    edit(data)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as info:
+        RangeTestResult.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_save_into_a_missing_folder_names_the_path_given(tmp_path):
+    lrs, losses = _curve()
+    path = tmp_path / "no_such_folder" / "r.json"
+    with pytest.raises(FileNotFoundError) as info:
+        analyze(lrs, losses).save(path)
+    assert info.value.filename == str(path) and str(path) in str(info.value)
+    assert ".tmp" not in str(info.value)

@@ -502,6 +502,9 @@ def _plot(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"argument JSON: {err}")
     result = saved.reanalyze(args.method or saved.method)
     png = args.out or os.path.splitext(args.json)[0] + ".png"
+    folder = os.path.dirname(os.path.abspath(png))
+    if not os.path.isdir(folder):
+        parser.error(f"argument --out: no such folder {folder!r} (create it first)")
     return _report(result, png, None)
 
 

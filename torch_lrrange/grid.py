@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from . import distributed
-from ._checks import check_hyperparams, check_optimizer, check_positive_float
-from ._files import read_json, write_json
+from ._checks import RESERVED_GROUP_KEYS, check_hyperparams, check_optimizer, check_positive_float
+from ._files import from_file, write_json
 from .analysis import UnusableCurveError
 from .result import RangeTestResult, analyze
 from .runner import LossFn, range_test
@@ -350,9 +350,18 @@ class GridResult:
             or len(set(keys)) < len(keys)
         ):
             raise ValueError("saved GridResult field 'keys' must be a non-empty list of distinct strings")
+        for key in keys:
+            if key in RESERVED_GROUP_KEYS:
+                raise ValueError(f"saved GridResult field 'keys' cannot hold {key!r}: it is not a grid hyperparameter")
         fixed = data.get("fixed", {})
         if not isinstance(fixed, dict):
             raise ValueError("saved GridResult field 'fixed' must be an object")
+        for key, value in fixed.items():
+            if key in RESERVED_GROUP_KEYS:
+                raise ValueError(f"saved GridResult field 'fixed' cannot hold {key!r}: it is not a hyperparameter")
+            if key in keys:
+                raise ValueError(f"saved GridResult field 'fixed' holds {key!r}, one of the grid's keys")
+            _saved_value(f"'fixed'[{key!r}]", value)
         entries = data.get("entries")
         if not isinstance(entries, list) or not entries:
             raise ValueError("saved GridResult field 'entries' must be a non-empty list")
@@ -361,6 +370,8 @@ class GridResult:
             values = entry.get("values") if isinstance(entry, dict) else None
             if not isinstance(values, list) or len(values) != len(keys):
                 raise ValueError(f"saved GridResult entries[{i}] must hold 'values', a list of {len(keys)} values")
+            for j, value in enumerate(values):
+                _saved_value(f"entries[{i}] 'values'[{j}]", value)
             values = tuple(_tupled(v) for v in values)
             if values in results:
                 raise ValueError(f"saved GridResult entries[{i}] repeats the values {values!r}")
@@ -368,6 +379,8 @@ class GridResult:
         current = data.get("current")
         if current is not None and (not isinstance(current, list) or len(current) != len(keys)):
             raise ValueError(f"saved GridResult field 'current' must be null or a list of {len(keys)} values")
+        for j, value in enumerate(current or ()):
+            _saved_value(f"'current'[{j}]", value)
         return cls(
             tuple(keys),
             results,
@@ -389,8 +402,9 @@ class GridResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GridResult:
-        """Read a grid written by :meth:`save` (plain JSON: nothing is executed)."""
-        return cls.from_dict(read_json(path))
+        """Read a grid written by :meth:`save` (plain JSON: nothing is executed); a bad field raises
+        ``ValueError`` naming the file and the field."""
+        return from_file(cls.from_dict, path)
 
 
 def _shown(value: Any) -> str:
@@ -399,6 +413,21 @@ def _shown(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def _saved_value(where: str, value: Any) -> None:
+    """A saved hyperparameter value must be what a grid holds: a number, true/false, or a list of numbers."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    numbers = (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+    if not (number or numbers or isinstance(value, bool)):
+        raise ValueError(
+            f"saved GridResult field {where} must be a number, true/false or a list of numbers (a tuple such as "
+            f"betas), got {type(value).__name__} {value!r:.60}"
+        )
 
 
 def _listed(value: Any) -> Any:

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from ._checks import check_threshold
-from ._files import read_json, write_json
-from .analysis import Suggestion, UnusableCurveError, suggest
+from ._files import from_file, write_json
+from .analysis import METHODS, Suggestion, UnusableCurveError, suggest
 from .divergence import DEFAULT_THRESHOLD
 
 __all__ = ["RangeTestResult", "analyze"]
@@ -192,10 +192,27 @@ class RangeTestResult:
         runs = data.get("runs", [])
         if not isinstance(runs, list):
             raise ValueError("runs must be a list of lists of numbers")
+        lr, min_lr, max_lr = (_optional_float(data, key) for key in ("lr", "min_lr", "max_lr"))
+        if lr is None or min_lr is None or max_lr is None:
+            if (lr, min_lr, max_lr) != (None, None, None):
+                raise ValueError(
+                    "saved RangeTestResult fields 'lr', 'min_lr' and 'max_lr' must all be numbers or all null, "
+                    f"got {lr!r}, {min_lr!r} and {max_lr!r}"
+                )
+        elif not min_lr <= lr <= max_lr:
+            raise ValueError(
+                f"saved RangeTestResult field 'lr' ({lr!r}) must lie between 'min_lr' and 'max_lr' "
+                f"(min_lr <= lr <= max_lr), got min_lr={min_lr!r} and max_lr={max_lr!r}"
+            )
+        method = _typed(data, "method", str)
+        if method not in METHODS:
+            raise ValueError(
+                f"saved RangeTestResult field 'method' must be one of {', '.join(map(repr, METHODS))}, got {method!r}"
+            )
         suggestion = Suggestion(
-            lr=_optional_float(data, "lr"),
-            min_lr=_optional_float(data, "min_lr"),
-            max_lr=_optional_float(data, "max_lr"),
+            lr=lr,
+            min_lr=min_lr,
+            max_lr=max_lr,
             confidence=_confidence(data),
             warnings=[_typed({"warnings": w}, "warnings", str) for w in _typed(data, "warnings", list)],
             smoothed=smoothed,
@@ -205,7 +222,7 @@ class RangeTestResult:
             lrs=lrs,
             losses=losses,
             suggestion=suggestion,
-            method=_typed(data, "method", str),
+            method=method,
             diverged=_typed(data, "diverged", bool),
             runs=[_array({"runs": r}, "runs") for r in runs],
             metadata=_typed(data, "metadata", dict),
@@ -228,8 +245,9 @@ class RangeTestResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RangeTestResult:
-        """Read a result written by :meth:`save` (plain JSON: nothing is executed)."""
-        return cls.from_dict(read_json(path))
+        """Read a result written by :meth:`save` (plain JSON: nothing is executed); a bad field raises
+        ``ValueError`` naming the file and the field."""
+        return from_file(cls.from_dict, path)
 
     def __repr__(self) -> str:
         if self.usable:
