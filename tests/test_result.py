@@ -230,3 +230,27 @@ def test_save_into_a_missing_folder_names_the_path_given(tmp_path):
         analyze(lrs, losses).save(path)
     assert info.value.filename == str(path) and str(path) in str(info.value)
     assert ".tmp" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "cycles"),
+    [
+        (lambda p: torch.optim.Adadelta(p, lr=1.0), False),
+        (lambda p: torch.optim.SGD(p, lr=0.1), False),
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), True),
+        (lambda p: torch.optim.Adam(p, lr=1e-3), True),
+    ],
+)
+def test_cycle_helpers_cycle_momentum_only_where_the_optimizer_has_it(make, cycles):
+    lrs, losses = _curve()
+    result = analyze(lrs, losses)
+    one = result.one_cycle_lr(make([torch.nn.Parameter(torch.zeros(1))]), total_steps=100)
+    cyclic = result.cyclic_lr(make([torch.nn.Parameter(torch.zeros(1))]), step_size_up=10)
+    assert one.cycle_momentum is cycles and cyclic.cycle_momentum is cycles
+    # the user's explicit choice wins
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    assert result.one_cycle_lr(opt, total_steps=100, cycle_momentum=False).cycle_momentum is False
+    plain = make([torch.nn.Parameter(torch.zeros(1))])
+    if isinstance(plain, torch.optim.Adadelta):  # asked for explicitly, torch's own refusal stands
+        with pytest.raises(ValueError, match="momentum or beta1"):
+            result.cyclic_lr(plain, step_size_up=10, cycle_momentum=True)

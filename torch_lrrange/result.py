@@ -116,15 +116,25 @@ class RangeTestResult:
         return _deprecated("suggested_max_lr", "suggestion.max_lr", self.suggestion.max_lr)
 
     def cyclic_lr(self, optimizer: Any, **kwargs: Any):
-        """``torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=min_lr, max_lr=max_lr, **kwargs)``."""
+        """``torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=min_lr, max_lr=max_lr, **kwargs)``.
+
+        ``cycle_momentum`` defaults to whether ``optimizer`` has momentum to cycle (see
+        :func:`has_momentum`); a ``cycle_momentum=`` given wins.
+        """
         from torch.optim.lr_scheduler import CyclicLR
 
+        kwargs.setdefault("cycle_momentum", has_momentum(optimizer))
         return CyclicLR(optimizer, base_lr=self.min_lr, max_lr=self.max_lr, **kwargs)
 
     def one_cycle_lr(self, optimizer: Any, total_steps: int, **kwargs: Any):
-        """``torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, **kwargs)``."""
+        """``torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, **kwargs)``.
+
+        ``cycle_momentum`` defaults to whether ``optimizer`` has momentum to cycle (see
+        :func:`has_momentum`); a ``cycle_momentum=`` given wins.
+        """
         from torch.optim.lr_scheduler import OneCycleLR
 
+        kwargs.setdefault("cycle_momentum", has_momentum(optimizer))
         return OneCycleLR(optimizer, max_lr=self.max_lr, total_steps=total_steps, **kwargs)
 
     def reanalyze(self, method: str = "default", **options: Any) -> RangeTestResult:
@@ -312,6 +322,16 @@ def analyze(
         runs=[np.asarray(r, dtype=np.float64).reshape(-1) for r in runs],
         metadata=dict(metadata, diverge_threshold=diverge_threshold),
     )
+
+
+def has_momentum(optimizer: Any) -> bool:
+    """Whether ``optimizer`` has momentum a cyclic schedule can cycle: ``betas`` in its defaults (Adam),
+    or ``momentum`` in its defaults and non-zero in a param group (SGD with momentum; not SGD without
+    it, where cycling would switch momentum on, nor Adadelta, which has neither)."""
+    defaults = getattr(optimizer, "defaults", {})
+    if "betas" in defaults:
+        return True
+    return "momentum" in defaults and any(group.get("momentum", 0) != 0 for group in optimizer.param_groups)
 
 
 def json_value(value: Any, where: str) -> Any:
