@@ -523,3 +523,21 @@ def test_plot_of_a_result_with_an_unknown_method_is_a_usage_error(tmp_path, caps
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "argument JSON" in err and "'method'" in err and "bogus" in err and "Traceback" not in err
+
+
+def test_run_takes_clip_from_make(tmp_path, capsys):
+    setup = tmp_path / "setup_clip.py"
+    setup.write_text(SETUP_SOURCE.replace('"num_steps": 40,', '"num_steps": 40, "clip": 0.01,'))
+    assert main(["run", f"{setup}:make", "--out", str(tmp_path / "o"), "--quiet", "--seed", "3"]) in (0, 1)
+    saved = RangeTestResult.load(tmp_path / "o" / "lr_range.json")
+    import torch
+
+    from torch_lrrange import range_test
+    from torch_lrrange.cli import load_make
+
+    torch.manual_seed(3)
+    made = load_make(f"{setup}:make")()
+    options = {k: v for k, v in made.items() if k not in ("model", "optimizer", "loader", "loss_fn")}
+    expected = range_test(made["model"], made["optimizer"], made["loader"], made["loss_fn"], **options, progress=False)
+    np.testing.assert_array_equal(saved.losses, expected.losses)
+    assert options["clip"] == 0.01

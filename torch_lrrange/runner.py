@@ -14,7 +14,7 @@ from torch import nn
 
 from . import confirm as confirming
 from . import distributed
-from ._checks import check_int, check_loader, check_stateful, keyword_options
+from ._checks import check_int, check_loader, check_positive_float, check_stateful, keyword_options
 from ._modes import evaluating
 from .context import RangeTest
 from .loaders import LoaderState, restoring
@@ -89,6 +89,7 @@ def range_test(
     val_loader: Iterable[Any] | None = None,
     val_every: int = 1,
     confirm: bool | int = False,
+    clip: float | None = None,
     **options: Any,
 ) -> RangeTestResult:
     """Run an LR range test with a standard training step and return its result.
@@ -140,6 +141,10 @@ def range_test(
             candidates, their scores and the steps are in ``result.metadata["confirmation"]``.
             Costs ``6 * confirm`` more optimizer steps; everything is restored afterwards.
             Default False.
+        clip: the largest total gradient norm (2-norm over all of the optimizer's params, a float > 0):
+            ``torch.nn.utils.clip_grad_norm_`` before every optimizer step, once per step with
+            ``accumulation_steps``, after ``scaler.unscale_(optimizer)`` with a ``scaler``, and inside
+            the closure after ``backward()`` for LBFGS. No host sync. Default None (no clipping).
         **options: :class:`RangeTest` keywords (start_lr, end_lr, num_steps, extra_state, ...).
 
     Example:
@@ -156,6 +161,7 @@ def range_test(
     accumulation_steps = check_int("accumulation_steps", accumulation_steps, minimum=1)
     val_every = check_int("val_every", val_every, minimum=1)
     confirm_steps = _confirm_steps(confirm)
+    max_norm = None if clip is None else check_positive_float("clip", clip)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
     if device is not None and not isinstance(device, (str, torch.device)):
@@ -189,7 +195,7 @@ def range_test(
     def train_step(micro_batches: list[Any]) -> torch.Tensor:
         """One optimizer step over ``micro_batches``; returns their mean loss."""
         if closure_mode:
-            return optimizer.step(lambda: _closure_loss(model, optimizer, loss_fn, micro_batches))
+            return optimizer.step(lambda: _closure_loss(model, optimizer, loss_fn, micro_batches, max_norm))
         optimizer.zero_grad()
         total: torch.Tensor | None = None
         last = len(micro_batches) - 1
@@ -201,6 +207,10 @@ def range_test(
                 (scaled if scaler is None else scaler.scale(scaled)).backward()
             loss = loss.detach()
             total = loss if total is None else total + loss
+        if max_norm is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            _clip(optimizer, max_norm)
         if scaler is None:
             optimizer.step()
         else:
@@ -350,8 +360,15 @@ def _confirmed(result: RangeTestResult, lrs: list[float], runs: list[list[float]
     logger.info("confirmation phase: lr %.3g of %s (%s loss)", chosen.lr, chosen.candidates, by)
 
 
-def _closure_loss(model: nn.Module, optimizer: Any, loss_fn: LossFn, micro_batches: list[Any]) -> torch.Tensor:
-    """The closure of a closure-stepped optimizer: gradients and mean loss over the micro-batches."""
+def _clip(optimizer: Any, max_norm: float) -> None:
+    """Clip the gradients of every param of ``optimizer``'s groups to a total 2-norm of ``max_norm`` (no host read)."""
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
+
+
+def _closure_loss(
+    model: nn.Module, optimizer: Any, loss_fn: LossFn, micro_batches: list[Any], max_norm: float | None = None
+) -> torch.Tensor:
+    """The closure of a closure-stepped optimizer: gradients (clipped to ``max_norm``) and mean loss over the micro-batches."""
     optimizer.zero_grad()
     n = len(micro_batches)
     total: torch.Tensor | None = None
@@ -360,6 +377,8 @@ def _closure_loss(model: nn.Module, optimizer: Any, loss_fn: LossFn, micro_batch
         (loss / n if n > 1 else loss).backward()
         total = loss.detach() if total is None else total + loss.detach()
     assert total is not None
+    if max_norm is not None:
+        _clip(optimizer, max_norm)
     return total / n if n > 1 else total
 
 
