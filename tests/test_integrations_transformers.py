@@ -247,3 +247,20 @@ def test_ddp_on_two_cpu_processes_gives_every_rank_the_same_result(tmp_path):
 def test_example_script(tmp_path):
     stdout = run_example("transformers_range_test.py", tmp_path, timeout=300)
     assert "RangeTestResult(" in stdout and "trained" in stdout, stdout
+
+
+def test_stale_gradients_do_not_enter_the_sweep_and_are_restored(tmp_path):
+    """A backward pass left in .grad (a notebook) is zeroed for the sweep, as train() does, and put back."""
+    trainer = make_trainer(tmp_path)
+    transformers.set_seed(1)
+    clean = lr_range_test(trainer, **SWEEP)
+    assert all(p.grad is None for p in trainer.model.parameters())
+    g = torch.Generator().manual_seed(0)
+    stale = {n: 100 * torch.randn(p.shape, generator=g) for n, p in trainer.model.named_parameters()}
+    for n, p in trainer.model.named_parameters():
+        p.grad = stale[n].clone()
+    transformers.set_seed(1)
+    with_stale = lr_range_test(trainer, **SWEEP)
+    np.testing.assert_array_equal(with_stale.losses, clean.losses)
+    for n, p in trainer.model.named_parameters():
+        assert torch.equal(p.grad, stale[n]), n
