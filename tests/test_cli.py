@@ -226,6 +226,19 @@ def test_run_module_target_and_cli_overrides(tmp_path, capsys, monkeypatch):
     assert result.method == "steepest"
 
 
+def _setup_with(**given: str) -> str:
+    """A make() returning real objects, but for the entries ``given`` (as source text)."""
+    entries = {"model": "model", "optimizer": "opt", "loader": "[(x, x)]", "loss_fn": "loss_fn", **given}
+    return (
+        "import torch\n"
+        "def loss_fn(m, b):\n    return m(b[0]).sum()\n"
+        "def make():\n"
+        "    model = torch.nn.Linear(2, 1)\n    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    x = torch.ones(4, 2)\n"
+        f"    return {{{', '.join(f'{k!r}: {v}' for k, v in entries.items())}}}\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -240,6 +253,10 @@ def test_run_module_target_and_cli_overrides(tmp_path, capsys, monkeypatch):
         ),
         ("make = 3\n", "is not callable"),
         ("", "has no 'make'"),
+        (_setup_with(model="1"), r"make\(\)'s 'model' must be a torch.nn.Module, got int"),
+        (_setup_with(optimizer="object()"), r"make\(\)'s 'optimizer' must be a torch optimizer"),
+        (_setup_with(loader="'data.csv'"), r"make\(\)'s 'loader' must be an iterable of batches"),
+        (_setup_with(loss_fn="'mse'"), r"make\(\)'s 'loss_fn' must be callable as loss_fn\(model, batch\)"),
     ],
 )
 def test_run_bad_setup_is_a_usage_error(tmp_path, capsys, body, message):

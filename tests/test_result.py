@@ -254,3 +254,22 @@ def test_cycle_helpers_cycle_momentum_only_where_the_optimizer_has_it(make, cycl
     if isinstance(plain, torch.optim.Adadelta):  # asked for explicitly, torch's own refusal stands
         with pytest.raises(ValueError, match="momentum or beta1"):
             result.cyclic_lr(plain, step_size_up=10, cycle_momentum=True)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"method": "steepest"}, r"'metadata' cannot hold 'method'"),
+        ({"runs": []}, r"'metadata' cannot hold 'runs'"),
+        ({"diverge_threshold": 0.5}, r"'metadata'\['diverge_threshold'\] must be a finite real number > 1"),
+        ({"diverge_threshold": "4"}, r"'metadata'\['diverge_threshold'\] must be a finite real number > 1"),
+    ],
+)
+def test_load_refuses_metadata_that_reanalyze_could_not_take(tmp_path, metadata, message):
+    lrs, losses = _curve()
+    data = analyze(lrs, losses).to_dict()
+    data["metadata"].update(metadata)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message):
+        RangeTestResult.load(path).reanalyze("steepest")

@@ -235,7 +235,7 @@ class RangeTestResult:
             method=method,
             diverged=_typed(data, "diverged", bool),
             runs=[_array({"runs": r}, "runs") for r in runs],
-            metadata=_typed(data, "metadata", dict),
+            metadata=_metadata(data),
         )
 
     def save(self, path: str | os.PathLike[str], *, all_ranks: bool = False) -> bool:
@@ -386,6 +386,27 @@ def _typed(data: dict[str, Any], key: str, kind: Any) -> Any:
     if not isinstance(value, kind) or (kind in ((int, float), float) and isinstance(value, bool)):
         raise ValueError(f"saved RangeTestResult field {key!r} has the wrong type {type(value).__name__}")
     return value
+
+
+#: Names ``reanalyze`` passes to :func:`analyze` itself, so that ``metadata`` cannot hold them.
+_ANALYZE_NAMES = ("lrs", "losses", "method", "diverged", "runs")
+
+
+def _metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """``metadata``, as :meth:`RangeTestResult.reanalyze` can take it back into :func:`analyze`."""
+    metadata = _typed(data, "metadata", dict)
+    for key in _ANALYZE_NAMES:
+        if key in metadata:
+            raise ValueError(f"saved RangeTestResult field 'metadata' cannot hold {key!r}: it is a field of its own")
+    if "diverge_threshold" in metadata:
+        try:
+            check_threshold(metadata["diverge_threshold"])
+        except (TypeError, ValueError):
+            raise ValueError(
+                "saved RangeTestResult field 'metadata'['diverge_threshold'] must be a finite real number > 1, "
+                f"got {metadata['diverge_threshold']!r}"
+            ) from None
+    return metadata
 
 
 def _confidence(data: dict[str, Any]) -> float:

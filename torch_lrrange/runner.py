@@ -202,7 +202,7 @@ def range_test(
         no_sync = getattr(model, "no_sync", None)  # DDP: reduce gradients once per optimizer step
         for i, batch in enumerate(micro_batches):
             with no_sync() if i < last and no_sync is not None else contextlib.nullcontext():
-                loss = loss_fn(model, batch)
+                loss = _scalar_loss(loss_fn(model, batch))
                 scaled = loss / accumulation_steps if accumulation_steps > 1 else loss
                 (scaled if scaler is None else scaler.scale(scaled)).backward()
             loss = loss.detach()
@@ -360,6 +360,15 @@ def _confirmed(result: RangeTestResult, lrs: list[float], runs: list[list[float]
     logger.info("confirmation phase: lr %.3g of %s (%s loss)", chosen.lr, chosen.candidates, by)
 
 
+def _scalar_loss(loss: Any) -> torch.Tensor:
+    """``loss_fn``'s return value, which must be a one-element tensor (checked from its metadata: no host read)."""
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"loss_fn must return a scalar tensor, got a tensor of shape {tuple(loss.shape)}")
+    return loss
+
+
 def _clip(optimizer: Any, max_norm: float) -> None:
     """Clip the gradients of every param of ``optimizer``'s groups to a total 2-norm of ``max_norm`` (no host read)."""
     torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
@@ -373,7 +382,7 @@ def _closure_loss(
     n = len(micro_batches)
     total: torch.Tensor | None = None
     for batch in micro_batches:
-        loss = loss_fn(model, batch)
+        loss = _scalar_loss(loss_fn(model, batch))
         (loss / n if n > 1 else loss).backward()
         total = loss.detach() if total is None else total + loss.detach()
     assert total is not None
@@ -388,7 +397,7 @@ def _validation_loss(model: nn.Module, val_loader: Iterable[Any], loss_fn: LossF
     count = 0
     with evaluating(model), torch.no_grad():
         for batch in val_loader:
-            loss = loss_fn(model, batch if device is None else to_device(batch, device)).detach().float()
+            loss = _scalar_loss(loss_fn(model, batch if device is None else to_device(batch, device))).detach().float()
             total = loss if total is None else total + loss
             count += 1
     if total is None:
