@@ -264,3 +264,21 @@ def test_stale_gradients_do_not_enter_the_sweep_and_are_restored(tmp_path):
     np.testing.assert_array_equal(with_stale.losses, clean.losses)
     for n, p in trainer.model.named_parameters():
         assert torch.equal(p.grad, stale[n]), n
+
+
+def test_hyperparams_leave_the_trainers_no_decay_groups_alone(tmp_path):
+    """weight_decay through hyperparams= is the sweep of a Trainer built with that weight decay: biases and
+    LayerNorm weights (the group create_optimizer() puts at weight_decay 0) get none in either."""
+    tested = make_trainer(tmp_path / "tested", weight_decay=0.01)
+    twin = make_trainer(tmp_path / "twin", weight_decay=0.3)
+    transformers.set_seed(1)
+    held = lr_range_test(tested, hyperparams={"weight_decay": 0.3}, **SWEEP)
+    transformers.set_seed(1)
+    built = lr_range_test(twin, **SWEEP)
+    np.testing.assert_array_equal(held.losses, built.losses)
+    assert held.metadata["hyperparams_left"] == {"weight_decay": [1]}
+    tested.create_optimizer()  # the groups the sweep saw: group 1 holds the biases and LayerNorm weights
+    decayed = set(tested.get_decay_parameter_names(tested.model))
+    names = {id(p): n for n, p in tested.model.named_parameters()}
+    assert not any(names[id(p)] in decayed for p in tested.optimizer.param_groups[1]["params"])
+    assert [g["weight_decay"] for g in tested.optimizer.param_groups] == [0.01, 0.0]
