@@ -228,6 +228,19 @@ def test_run_module_target_and_cli_overrides(tmp_path, capsys, monkeypatch):
     assert result.method == "steepest"
 
 
+def _setup_with(**given: str) -> str:
+    """A make() returning real objects, but for the entries ``given`` (as source text)."""
+    entries = {"model": "model", "optimizer": "opt", "loader": "[(x, x)]", "loss_fn": "loss_fn", **given}
+    return (
+        "import torch\n"
+        "def loss_fn(m, b):\n    return m(b[0]).sum()\n"
+        "def make():\n"
+        "    model = torch.nn.Linear(2, 1)\n    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    x = torch.ones(4, 2)\n"
+        f"    return {{{', '.join(f'{k!r}: {v}' for k, v in entries.items())}}}\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -242,6 +255,10 @@ def test_run_module_target_and_cli_overrides(tmp_path, capsys, monkeypatch):
         ),
         ("make = 3\n", "is not callable"),
         ("", "has no 'make'"),
+        (_setup_with(model="1"), r"make\(\)'s 'model' must be a torch.nn.Module, got int"),
+        (_setup_with(optimizer="object()"), r"make\(\)'s 'optimizer' must be a torch optimizer"),
+        (_setup_with(loader="'data.csv'"), r"make\(\)'s 'loader' must be an iterable of batches"),
+        (_setup_with(loss_fn="'mse'"), r"make\(\)'s 'loss_fn' must be callable as loss_fn\(model, batch\)"),
     ],
 )
 def test_run_bad_setup_is_a_usage_error(tmp_path, capsys, body, message):
@@ -503,3 +520,43 @@ def test_run_bad_grid_exits_2_naming_the_option(tmp_path, capsys, grid, message)
     assert info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "lr_grid.json").exists()
+
+
+def test_plot_out_into_a_missing_folder_is_a_usage_error_naming_it(tmp_path, capsys):
+    _saved_curve(tmp_path / "curve.json")
+    target = tmp_path / "no_such_folder" / "pic.png"
+    with pytest.raises(SystemExit) as info:
+        main(["plot", str(tmp_path / "curve.json"), "--out", str(target)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out" in err and str(target.parent) in err and ".tmp" not in err
+
+
+def test_plot_of_a_result_with_an_unknown_method_is_a_usage_error(tmp_path, capsys):
+    saved = _saved_curve(tmp_path / "curve.json")
+    data = saved.to_dict()
+    data["method"] = "bogus"
+    (tmp_path / "curve.json").write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as info:
+        main(["plot", str(tmp_path / "curve.json")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument JSON" in err and "'method'" in err and "bogus" in err and "Traceback" not in err
+
+
+def test_run_takes_clip_from_make(tmp_path, capsys):
+    setup = tmp_path / "setup_clip.py"
+    setup.write_text(SETUP_SOURCE.replace('"num_steps": 40,', '"num_steps": 40, "clip": 0.01,'))
+    assert main(["run", f"{setup}:make", "--out", str(tmp_path / "o"), "--quiet", "--seed", "3"]) in (0, 1)
+    saved = RangeTestResult.load(tmp_path / "o" / "lr_range.json")
+    import torch
+
+    from torch_lrrange import range_test
+    from torch_lrrange.cli import load_make
+
+    torch.manual_seed(3)
+    made = load_make(f"{setup}:make")()
+    options = {k: v for k, v in made.items() if k not in ("model", "optimizer", "loader", "loss_fn")}
+    expected = range_test(made["model"], made["optimizer"], made["loader"], made["loss_fn"], **options, progress=False)
+    np.testing.assert_array_equal(saved.losses, expected.losses)
+    assert options["clip"] == 0.01

@@ -311,10 +311,11 @@ def test_the_grid_records_the_optimizers_own_values_and_keeps_them_when_tied(tmp
     adam = torch.optim.Adam(
         [{"params": model[0].parameters(), "weight_decay": 0.1}, {"params": model[3].parameters()}], lr=1e-3
     )
-    grid = range_test_grid(
-        model, adam, _loader(), _loss, grid={"betas": [(0.9, 0.999)], "weight_decay": [0]}, **OPTIONS
-    )
-    assert grid.current is None  # the groups disagree on weight_decay
+    one_grid = {"betas": [(0.9, 0.999)], "weight_decay": [0]}
+    grid = range_test_grid(model, adam, _loader(), _loss, grid=one_grid, **OPTIONS)
+    assert grid.current == ((0.9, 0.999), 0.1)  # the no-decay group is not the grid's: the decayed one is
+    grid = range_test_grid(model, adam, _loader(), _loss, grid=one_grid, keep_zero_groups=False, **OPTIONS)
+    assert grid.current is None  # every group is the grid's, and they disagree on weight_decay
 
 
 def test_unusable_curves_never_win_and_labels_name_them():
@@ -388,6 +389,31 @@ def test_from_dict_refuses_bad_data(edit, match):
     edit(data)
     with pytest.raises(ValueError, match=match):
         GridResult.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda d: d["entries"][0].update(values=[{"a": 1}, 0.0]), r"entries\[0\] 'values'\[0\] must be"),
+        (lambda d: d["entries"][0].update(values=[[0.9, 0.999], "0"]), r"entries\[0\] 'values'\[1\] must be"),
+        (lambda d: d["entries"][0].update(values=[[0.9, {}], 0.0]), r"entries\[0\] 'values'\[0\] must be"),
+        (lambda d: d.update(current=[{"a": 1}, 0.0]), r"'current'\[0\] must be"),
+        (lambda d: d.update(fixed={"eps": "1e-6"}), r"'fixed'\['eps'\] must be"),
+        (lambda d: d.update(fixed={"eps": {"x": 1}}), r"'fixed'\['eps'\] must be"),
+        (lambda d: d.update(fixed={"lr": 0.1}), r"'fixed' cannot hold 'lr'"),
+        (lambda d: d.update(fixed={"weight_decay": 0.1}), r"'fixed' holds 'weight_decay', one of the grid's keys"),
+        (lambda d: d.update(fixed=[]), r"'fixed' must be an object"),
+        (lambda d: d.update(keys=["betas", "lr"]), r"'keys' cannot hold 'lr'"),
+    ],
+)
+def test_load_refuses_bad_values_naming_the_file_and_field(tmp_path, edit, match):
+    data = json.loads(json.dumps(_synthetic_grid().to_dict()))
+    edit(data)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=match) as info:
+        GridResult.load(path)
+    assert str(path) in str(info.value)
 
 
 def test_load_refuses_non_finite_constants(tmp_path):
@@ -593,3 +619,81 @@ def test_every_rank_gets_the_same_grid(tmp_path):
     assert grid.reason((1e-3,)) == "the sweep failed: RuntimeError: boom on rank 0"  # rank 0's words on every rank
     assert grid.results[(0.0,)].usable
     assert [r["saved"] for r in reports] == [True, False]
+
+
+def test_the_grid_leaves_no_decay_groups_alone_and_apply_does_too(tmp_path):
+    model = _model()
+    groups = [{"params": model[0].parameters(), "weight_decay": 1e-4}, {"params": model[3].parameters()}]
+    opt = torch.optim.SGD(groups, lr=0.1, momentum=0.9)  # group 1: weight_decay 0, the no-decay group
+    seen: list[list[float]] = []
+
+    def loss_fn(m, batch):
+        seen.append([g["weight_decay"] for g in opt.param_groups])
+        return _loss(m, batch)
+
+    saved = Restored(model, opt)
+    grid = range_test_grid(model, opt, _loader(), loss_fn, grid={"weight_decay": [1e-3, 1e-2]}, **OPTIONS)
+    saved.check()
+    assert {tuple(s) for s in seen} == {(1e-3, 0.0), (1e-2, 0.0)}
+    assert grid.current == (1e-4,)  # group 0's: the group the grid sets
+    assert all(r.metadata["hyperparams_left"] == {"weight_decay": [1]} for r in grid.results.values())
+    chosen = grid.apply(opt)
+    assert [g["weight_decay"] for g in opt.param_groups] == [chosen["weight_decay"], 0.0]
+    grid.save(tmp_path / "g.json")
+    assert GridResult.load(tmp_path / "g.json").keep_zero_groups is True
+    # opted out: every group, in the sweeps and in apply()
+    seen.clear()
+    everyone = range_test_grid(
+        model, opt, _loader(), loss_fn, grid={"weight_decay": [1e-3]}, keep_zero_groups=False, **OPTIONS
+    )
+    assert {tuple(s) for s in seen} == {(1e-3, 1e-3)}
+    assert not everyone.keep_zero_groups and "hyperparams_left" not in everyone.results[(1e-3,)].metadata
+    fresh = torch.optim.SGD([{"params": model[0].parameters(), "weight_decay": 1e-4}, {"params": model[3].parameters()}],
+                            lr=0.1)  # fmt: skip
+    everyone.save(tmp_path / "all.json")
+    GridResult.load(tmp_path / "all.json").apply(fresh)
+    assert [g["weight_decay"] for g in fresh.param_groups] == [1e-3, 1e-3]
+
+
+def test_the_grid_over_the_hugging_face_trainers_decay_groups():
+    """The groups Trainer.create_optimizer() builds: biases and LayerNorm weights at weight_decay 0 stay there."""
+    transformers = pytest.importorskip("transformers")
+    import tempfile
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(10, 16), torch.nn.LayerNorm(16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
+    )
+    args = transformers.TrainingArguments(
+        output_dir=tempfile.mkdtemp(), weight_decay=0.01, report_to="none", use_cpu=True, learning_rate=1e-3
+    )
+    trainer = transformers.Trainer(model=model, args=args)
+    opt = trainer.create_optimizer()
+    decayed = set(trainer.get_decay_parameter_names(model))
+    names = {id(p): n for n, p in model.named_parameters()}
+    kinds = [{names[id(p)] in decayed for p in g["params"]} for g in opt.param_groups]
+    assert kinds == [{True}, {False}] and [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0]
+    seen: list[list[float]] = []
+
+    def loss_fn(m, batch):
+        seen.append([g["weight_decay"] for g in opt.param_groups])
+        return _loss(m, batch)
+
+    saved = Restored(model, opt)
+    grid = range_test_grid(model, opt, _loader(), loss_fn, grid={"weight_decay": [0.0, 0.1]}, **OPTIONS)
+    saved.check()
+    assert {tuple(s) for s in seen} == {(0.0, 0.0), (0.1, 0.0)} and grid.current == (0.01,)
+    grid.apply(opt)
+    assert opt.param_groups[1]["weight_decay"] == 0.0
+
+
+def test_the_grid_passes_clip_to_every_sweep():
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    options = {**OPTIONS, "num_steps": 16}
+    grid = range_test_grid(model, opt, _loader(), _loss, grid={"momentum": [0.5, 0.9]}, clip=0.05, **options)
+    for (momentum,), result in grid.results.items():
+        alone = range_test(model, opt, _loader(), _loss, clip=0.05, hyperparams={"momentum": momentum}, **options)
+        np.testing.assert_array_equal(result.losses, alone.losses)
+    unclipped = range_test(model, opt, _loader(), _loss, hyperparams={"momentum": 0.9}, **options)
+    assert not np.array_equal(unclipped.losses, grid.results[(0.9,)].losses)

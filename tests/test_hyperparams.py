@@ -227,13 +227,80 @@ def test_every_group_holds_the_values_at_every_step_and_gets_its_own_back():
     def check(o):
         seen.append([(g["weight_decay"], g["momentum"]) for g in o.param_groups])
 
-    with RangeTest(model, opt, num_steps=20, hyperparams={"weight_decay": 1e-2, "momentum": 0.8}) as rt:
+    hyperparams = {"weight_decay": 1e-2, "momentum": 0.8}
+    with RangeTest(model, opt, num_steps=20, hyperparams=hyperparams, keep_zero_groups=False) as rt:
         steps = _sweep(rt, model, opt, _data(), check=check)
     assert steps == 20
     assert seen == [[(1e-2, 0.8), (1e-2, 0.8)]] * 20
     before.check()
     assert [(g["weight_decay"], g["momentum"]) for g in opt.param_groups] == [(1e-3, 0.9), (0.0, 0.5)]
     assert rt.result.metadata["hyperparams"] == {"weight_decay": 1e-2, "momentum": 0.8}
+
+
+def test_groups_holding_zero_keep_it_and_the_others_get_the_value():
+    """The no-decay group (weight_decay 0) is left alone; so is a group without momentum."""
+    model = _model()
+    groups = _two_groups(model)
+    groups[1]["momentum"] = 0.0
+    opt = torch.optim.SGD(groups, lr=0.1)
+    before = Restored(model, opt)
+    seen = []
+
+    def check(o):
+        seen.append([(g["weight_decay"], g["momentum"]) for g in o.param_groups])
+
+    with RangeTest(model, opt, num_steps=16, hyperparams={"weight_decay": 1e-2, "momentum": 0.8}) as rt:
+        _sweep(rt, model, opt, _data(), check=check)
+    assert seen == [[(1e-2, 0.8), (0.0, 0.0)]] * 16
+    before.check()
+    assert rt.result.metadata["hyperparams_left"] == {"weight_decay": [1], "momentum": [1]}
+    # the same sweep as an optimizer built with those values in the first group only
+    twin_model = _model()
+    twin_groups = _two_groups(twin_model, momentum=0.8, weight_decay=1e-2)
+    twin_groups[1].update(momentum=0.0, weight_decay=0.0)
+    twin = torch.optim.SGD(twin_groups, lr=0.1)
+    with RangeTest(twin_model, twin, num_steps=16) as twin_rt:
+        _sweep(twin_rt, twin_model, twin, _data())
+    np.testing.assert_array_equal(rt.result.losses, twin_rt.result.losses)
+
+
+def test_every_group_gets_the_value_when_every_group_holds_zero():
+    model = _model()
+    opt = torch.optim.SGD(_two_groups(model, weight_decay=0.0), lr=0.1)
+    seen = []
+    with RangeTest(model, opt, num_steps=8, hyperparams={"weight_decay": 1e-2}) as rt:
+        _sweep(rt, model, opt, _data(), check=lambda o: seen.append([g["weight_decay"] for g in o.param_groups]))
+    assert seen == [[1e-2, 1e-2]] * 8
+    assert "hyperparams_left" not in rt.result.metadata
+
+
+def test_a_zero_tensor_counts_as_zero_and_betas_only_when_all_zero():
+    model = _model()
+    decay = torch.tensor(0.0)
+    opt = torch.optim.Adam(
+        [
+            {"params": model[0].parameters(), "weight_decay": 1e-3, "betas": (0.9, 0.999)},
+            {"params": model[2].parameters(), "weight_decay": decay, "betas": (0.0, 0.999)},
+        ],
+        lr=1e-3,
+    )
+    seen = []
+
+    def check(o):
+        seen.append([(float(g["weight_decay"]), g["betas"]) for g in o.param_groups])
+
+    with RangeTest(model, opt, num_steps=8, hyperparams={"weight_decay": 0.5, "betas": (0.8, 0.99)}) as rt:
+        _sweep(rt, model, opt, _data(), check=check)
+    assert seen == [[(0.5, (0.8, 0.99)), (0.0, (0.8, 0.99))]] * 8
+    assert opt.param_groups[1]["weight_decay"] is decay
+
+
+@pytest.mark.parametrize("value", [None, 0, "yes"])
+def test_keep_zero_groups_must_be_a_bool(value):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match=f"keep_zero_groups must be True or False, got .*{value!r}"):
+        RangeTest(model, opt, hyperparams={"weight_decay": 1e-3}, keep_zero_groups=value)
 
 
 def _losses(optimizer_factory, hyperparams):
@@ -406,7 +473,7 @@ def test_every_range_test_keyword_works_with_hyperparams(options):
         steps = _sweep(rt, model, opt, _data(), check=check)
     result = rt.result
     repeats = options.get("repeats", 1)
-    assert steps == 24 * repeats and seen == [[3e-3, 3e-3]] * steps
+    assert steps == 24 * repeats and seen == [[3e-3, 0.0]] * steps  # the no-decay group keeps its 0
     before.check()
     assert isinstance(result, RangeTestResult) and result.metadata["hyperparams"] == {"weight_decay": 3e-3}
     start, end = options.get("start_lr", 1e-7), options.get("end_lr", 10.0)

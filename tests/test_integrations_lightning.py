@@ -426,3 +426,55 @@ def test_example_script(tmp_path):
     stdout = run_example("lightning_range_test.py", tmp_path, timeout=300)
     assert "RangeTestResult(" in stdout and "trained 1 epoch at" in stdout, stdout
     assert [p.name for p in tmp_path.iterdir()] == ["outputs"]  # the training's logs, not in the working directory
+
+
+class _SeededData(pl.LightningDataModule):
+    """A data module whose train_dataloader() shuffles with a generator the data module owns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator = torch.Generator().manual_seed(3)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(
+            train_loader().dataset, batch_size=64, shuffle=True, generator=self.generator
+        )
+
+
+class _SeededLeNet(LitLeNet):
+    """A module with its own train_dataloader(), shuffling with a generator it owns."""
+
+    def __init__(self, **kwargs) -> None:
+        torch.manual_seed(0)  # the same weights for the tested module and its twin
+        super().__init__(**kwargs)
+        self.generator = torch.Generator().manual_seed(3)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(
+            train_loader().dataset, batch_size=64, shuffle=True, generator=self.generator
+        )
+
+
+@pytest.mark.parametrize("source", ["datamodule", "module"])
+def test_generators_of_the_loaders_the_trainer_built_are_put_back(tmp_path, source):
+    """Loaders from the data module or the module's own train_dataloader(): the next fit matches a twin's."""
+    recorders = [Recorder(), Recorder()]
+    trainers = [_trainer(tmp_path, name, rec) for name, rec in zip(("tested", "twin"), recorders)]
+    if source == "module":
+        models = [_SeededLeNet(), _SeededLeNet()]
+        data = [None, None]
+    else:
+        models = [make_module(), make_module()]
+        data = [_SeededData(), _SeededData()]
+    owner = data[0] if source == "datamodule" else models[0]
+    generator = owner.generator.get_state()
+
+    torch.manual_seed(1)
+    lr_range_test(trainers[0], models[0], datamodule=data[0], num_steps=12, start_lr=1e-5, end_lr=1.0)
+    assert torch.equal(owner.generator.get_state(), generator)
+
+    for trainer, model, datamodule in zip(trainers, models, data):
+        torch.manual_seed(1)
+        trainer.fit(model, datamodule=datamodule)
+    assert recorders[0].losses == recorders[1].losses and len(recorders[0].losses) == 8
+    assert_same(models[1].state_dict(), models[0].state_dict())

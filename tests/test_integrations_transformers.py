@@ -251,3 +251,38 @@ def test_ddp_on_two_cpu_processes_gives_every_rank_the_same_result(tmp_path):
 def test_example_script(tmp_path):
     stdout = run_example("transformers_range_test.py", tmp_path, timeout=300)
     assert "RangeTestResult(" in stdout and "trained" in stdout, stdout
+
+
+def test_stale_gradients_do_not_enter_the_sweep_and_are_restored(tmp_path):
+    """A backward pass left in .grad (a notebook) is zeroed for the sweep, as train() does, and put back."""
+    trainer = make_trainer(tmp_path)
+    transformers.set_seed(1)
+    clean = lr_range_test(trainer, **SWEEP)
+    assert all(p.grad is None for p in trainer.model.parameters())
+    g = torch.Generator().manual_seed(0)
+    stale = {n: 100 * torch.randn(p.shape, generator=g) for n, p in trainer.model.named_parameters()}
+    for n, p in trainer.model.named_parameters():
+        p.grad = stale[n].clone()
+    transformers.set_seed(1)
+    with_stale = lr_range_test(trainer, **SWEEP)
+    np.testing.assert_array_equal(with_stale.losses, clean.losses)
+    for n, p in trainer.model.named_parameters():
+        assert torch.equal(p.grad, stale[n]), n
+
+
+def test_hyperparams_leave_the_trainers_no_decay_groups_alone(tmp_path):
+    """weight_decay through hyperparams= is the sweep of a Trainer built with that weight decay: biases and
+    LayerNorm weights (the group create_optimizer() puts at weight_decay 0) get none in either."""
+    tested = make_trainer(tmp_path / "tested", weight_decay=0.01)
+    twin = make_trainer(tmp_path / "twin", weight_decay=0.3)
+    transformers.set_seed(1)
+    held = lr_range_test(tested, hyperparams={"weight_decay": 0.3}, **SWEEP)
+    transformers.set_seed(1)
+    built = lr_range_test(twin, **SWEEP)
+    np.testing.assert_array_equal(held.losses, built.losses)
+    assert held.metadata["hyperparams_left"] == {"weight_decay": [1]}
+    tested.create_optimizer()  # the groups the sweep saw: group 1 holds the biases and LayerNorm weights
+    decayed = set(tested.get_decay_parameter_names(tested.model))
+    names = {id(p): n for n, p in tested.model.named_parameters()}
+    assert not any(names[id(p)] in decayed for p in tested.optimizer.param_groups[1]["params"])
+    assert [g["weight_decay"] for g in tested.optimizer.param_groups] == [0.01, 0.0]

@@ -163,3 +163,12 @@ def test_a_failed_plot_leaves_the_previous_png_intact(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left on device"):
         result.plot(path=path)
     assert path.read_bytes() == saved and sorted(p.name for p in tmp_path.iterdir()) == ["lr_range.png"]
+
+
+def test_plot_into_a_missing_folder_names_the_path_given(tmp_path):
+    lrs = np.logspace(-5, 0, 50)
+    path = tmp_path / "no_such_folder" / "p.png"
+    with pytest.raises(FileNotFoundError) as info:
+        analyze(lrs, 2 - np.tanh(np.log10(lrs) + 3)).plot(path=path)
+    assert info.value.filename == str(path) and ".tmp" not in str(info.value)
+    plt.close("all")

@@ -190,3 +190,75 @@ def test_numpy_and_tensor_scalars_come_back_as_numbers(tmp_path):
     assert meta["start_lr"] == float(np.float32(1e-4)) and isinstance(meta["start_lr"], float)
     assert meta["num_steps"] == 100 and isinstance(meta["num_steps"], int)
     assert meta["flag"] is True and meta["scale"] == 0.5 and meta["betas"] == [0.9, 0.99]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(lr=d["max_lr"] * 2), r"'lr' .* must lie between 'min_lr' and 'max_lr'"),
+        (lambda d: d.update(min_lr=d["lr"] * 2), r"'lr' .* must lie between 'min_lr' and 'max_lr'"),
+        (lambda d: d.update(max_lr=None), "'lr', 'min_lr' and 'max_lr' must all be numbers or all null"),
+        (lambda d: d.update(method="bogus"), r"'method' must be one of 'default', .*got 'bogus'"),
+    ],
+)
+def test_load_refuses_an_edited_suggestion_naming_the_file_and_field(tmp_path, edit, message):
+    lrs, losses = _curve()
+    data = analyze(lrs, losses).to_dict()
+    edit(data)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as info:
+        RangeTestResult.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_save_into_a_missing_folder_names_the_path_given(tmp_path):
+    lrs, losses = _curve()
+    path = tmp_path / "no_such_folder" / "r.json"
+    with pytest.raises(FileNotFoundError) as info:
+        analyze(lrs, losses).save(path)
+    assert info.value.filename == str(path) and str(path) in str(info.value)
+    assert ".tmp" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "cycles"),
+    [
+        (lambda p: torch.optim.Adadelta(p, lr=1.0), False),
+        (lambda p: torch.optim.SGD(p, lr=0.1), False),
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), True),
+        (lambda p: torch.optim.Adam(p, lr=1e-3), True),
+    ],
+)
+def test_cycle_helpers_cycle_momentum_only_where_the_optimizer_has_it(make, cycles):
+    lrs, losses = _curve()
+    result = analyze(lrs, losses)
+    one = result.one_cycle_lr(make([torch.nn.Parameter(torch.zeros(1))]), total_steps=100)
+    cyclic = result.cyclic_lr(make([torch.nn.Parameter(torch.zeros(1))]), step_size_up=10)
+    assert one.cycle_momentum is cycles and cyclic.cycle_momentum is cycles
+    # the user's explicit choice wins
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    assert result.one_cycle_lr(opt, total_steps=100, cycle_momentum=False).cycle_momentum is False
+    plain = make([torch.nn.Parameter(torch.zeros(1))])
+    if isinstance(plain, torch.optim.Adadelta):  # asked for explicitly, torch's own refusal stands
+        with pytest.raises(ValueError, match="momentum or beta1"):
+            result.cyclic_lr(plain, step_size_up=10, cycle_momentum=True)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"method": "steepest"}, r"'metadata' cannot hold 'method'"),
+        ({"runs": []}, r"'metadata' cannot hold 'runs'"),
+        ({"diverge_threshold": 0.5}, r"'metadata'\['diverge_threshold'\] must be a finite real number > 1"),
+        ({"diverge_threshold": "4"}, r"'metadata'\['diverge_threshold'\] must be a finite real number > 1"),
+    ],
+)
+def test_load_refuses_metadata_that_reanalyze_could_not_take(tmp_path, metadata, message):
+    lrs, losses = _curve()
+    data = analyze(lrs, losses).to_dict()
+    data["metadata"].update(metadata)
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message):
+        RangeTestResult.load(path).reanalyze("steepest")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from _setup_helpers import check_curve, consume_rng, group_lr, mlp, mse, regression_data, train
@@ -199,3 +200,120 @@ def test_range_test_accumulates_under_no_sync_for_all_but_the_last_micro_batch()
     range_test(model, opt, regression_data(), mse, accumulation_steps=3, num_steps=4, end_lr=1e-2)
     saved.check()
     assert model.backward_in_no_sync == [True, True, False] * 4
+
+
+def _clipped_twin(model, opt, data, k, max_norm, scaler=None, *, clip_norms=None):
+    """The curve of a plain RangeTest loop that clips by hand as ``range_test(clip=max_norm)`` should."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    with RangeTest(
+        model, opt, start_lr=START, end_lr=1.0, num_steps=STEPS, extra_state=[scaler] if scaler else []
+    ) as rt:
+        batches = rt.batches(data)
+        while not rt.done:
+            opt.zero_grad()
+            total = None
+            for _ in range(k):
+                loss = mse(model, next(batches))
+                scaled = loss / k if k > 1 else loss
+                (scaled if scaler is None else scaler.scale(scaled)).backward()
+                total = loss.detach() if total is None else total + loss.detach()
+            if scaler is not None:
+                scaler.unscale_(opt)
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if clip_norms is not None:
+                clip_norms.append(norm.item())
+            if scaler is None:
+                opt.step()
+            else:
+                scaler.step(opt)
+                scaler.update()
+            rt.record(total / k if k > 1 else total)
+    return rt.result
+
+
+@pytest.mark.parametrize(("k", "use_scaler"), [(1, False), (2, False), (1, True), (3, True)])
+def test_range_test_clip_equals_a_loop_that_clips_by_hand(k, use_scaler):
+    max_norm = 0.05
+    data = regression_data(n_batches=5)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8) if use_scaler else None
+    train(model, opt, data, mse, steps=2)
+    saved = Restored(model, opt, *([scaler] if scaler else []))
+    result = range_test(
+        model, opt, data, mse, clip=max_norm, accumulation_steps=k, scaler=scaler,
+        start_lr=START, end_lr=1.0, num_steps=STEPS,
+    )  # fmt: skip
+    saved.check()
+    norms: list[float] = []
+    twin = _clipped_twin(model, opt, data, k, max_norm, scaler, clip_norms=norms)
+    saved.check()
+    assert any(n > max_norm for n in norms)  # clipping really acted
+    np.testing.assert_array_equal(result.losses, twin.losses)
+    np.testing.assert_array_equal(result.lrs, twin.lrs)
+    unclipped = range_test(model, opt, data, mse, accumulation_steps=k, scaler=scaler, start_lr=START, end_lr=1.0,
+                           num_steps=STEPS)  # fmt: skip
+    assert not np.array_equal(unclipped.losses, result.losses)
+
+
+def test_range_test_clip_with_a_closure_optimizer_clips_inside_the_closure():
+    data = regression_data()
+    model = mlp()
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=2)
+    seen: list[float] = []
+    real_step = opt.step
+
+    def step(closure):
+        def watched():
+            loss = closure()
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            seen.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+            return loss
+
+        return real_step(watched)
+
+    opt.step = step
+    saved = Restored(model, opt)
+    range_test(model, opt, data, mse, clip=1e-3, start_lr=START, end_lr=END, num_steps=4)
+    saved.check()
+    assert seen and all(n <= 1e-3 * (1 + 1e-4) for n in seen)
+
+
+@pytest.mark.parametrize(
+    ("clip", "error", "message"),
+    [
+        (0, ValueError, "clip must be a finite real number > 0, got 0"),
+        (-1.0, ValueError, "clip must be a finite real number > 0"),
+        (math.inf, ValueError, "clip must be a finite real number > 0"),
+        ("1", TypeError, "clip must be a finite real number > 0, got str"),
+        (True, TypeError, "clip must be a finite real number > 0, got bool"),
+    ],
+)
+def test_range_test_refuses_a_bad_clip_before_touching_anything(clip, error, message):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
+    train(model, opt, regression_data(), mse, steps=1)
+    saved = Restored(model, opt)
+    with pytest.raises(error, match=message):
+        range_test(model, opt, regression_data(), mse, clip=clip, num_steps=4)
+    saved.check()
+
+
+def test_range_test_clip_makes_no_host_sync(monkeypatch):
+    from _sync_counter import SyncCounter
+
+    from torch_lrrange import runner
+
+    syncs: list[int] = []
+    real_clip = runner._clip
+
+    def counted(optimizer, max_norm):
+        with SyncCounter() as counter:
+            real_clip(optimizer, max_norm)
+        syncs.append(counter.total)
+
+    monkeypatch.setattr(runner, "_clip", counted)
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    range_test(model, opt, regression_data(), mse, clip=0.1, start_lr=START, end_lr=END, num_steps=8)
+    assert syncs == [0] * 8

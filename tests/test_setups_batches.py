@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _setup_helpers import check_curve, consume_rng, mlp, mse, regression_data
 from _state import Restored
 
@@ -205,3 +206,31 @@ def test_shuffled_dataloader_of_dicts():
     assert ids[:3] != ids[3:6]  # reshuffled on each pass
     saved.check()
     assert [b["id"].tolist() for b in loader] == ids[:3]  # the RNG is back: the first epoch repeats
+
+
+@pytest.mark.parametrize(
+    ("loss_fn", "error", "message"),
+    [
+        (lambda m, b: 1.0, TypeError, "loss_fn must return a scalar tensor, got float"),
+        (lambda m, b: None, TypeError, "loss_fn must return a scalar tensor, got NoneType"),
+        (
+            lambda m, b: F.mse_loss(m(b[0]), b[1], reduction="none"),
+            ValueError,
+            r"loss_fn must return a scalar tensor, got a tensor of shape \(8, 1\)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("where", ["training", "validation", "closure"])
+def test_a_loss_fn_that_returns_no_scalar_tensor_is_named(loss_fn, error, message, where):
+    data = regression_data()
+    model = mlp()
+    opt = (torch.optim.LBFGS if where == "closure" else torch.optim.SGD)(model.parameters(), lr=1e-2)
+    saved = Restored(model, opt)
+    if where == "validation":
+        fn = lambda m, b: loss_fn(m, b) if not m.training else mse(m, b)  # noqa: E731
+        options = {"val_loader": data}
+    else:
+        fn, options = loss_fn, {}
+    with pytest.raises(error, match=message):
+        range_test(model, opt, data, fn, num_steps=4, **options)
+    saved.check()

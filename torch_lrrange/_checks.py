@@ -276,3 +276,38 @@ def _check_real(name: str, key: str, value: Any) -> float:
         where = f" in {domain}" if key in _DOMAINS else ""
         raise ValueError(f"{name} must be a finite real number{where}, got {value!r}")
     return value
+
+
+def is_zero(value: Any) -> bool:
+    """Whether a param-group value is off: a number (not a bool) equal to 0, a tensor of zeros, or a
+    tuple/list whose every item is (``betas=(0.0, 0.999)`` is not: its second moment is on)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, torch.Tensor):  # read once per sweep, never in the hot loop
+        return value.numel() > 0 and value.dtype != torch.bool and not bool(value.any())
+    if isinstance(value, (tuple, list)):
+        return bool(value) and all(is_zero(v) for v in value)
+    return isinstance(value, numbers.Real) and value == 0
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` must be True or False."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {_shown(value)}")
+    return value
+
+
+def hyperparam_groups(optimizer: Any, keys: Iterable[str], keep_zero_groups: bool = True) -> dict[str, list[int]]:
+    """For each of ``keys``, the indices of the param groups a ``hyperparams``/grid value is written into.
+
+    With ``keep_zero_groups`` (the default), a group whose value is 0 (:func:`is_zero`: the no-decay
+    groups of the usual transformer set-up, a group without momentum) keeps it, unless every group
+    holds 0: then nothing sets a group apart and every group gets the value. False: every group.
+    """
+    groups = optimizer.param_groups
+    chosen: dict[str, list[int]] = {}
+    for key in keys:
+        zero = [is_zero(group[key]) for group in groups]
+        left = keep_zero_groups and not all(zero)
+        chosen[key] = [i for i, z in enumerate(zero) if not (left and z)]
+    return chosen

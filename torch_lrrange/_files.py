@@ -7,9 +7,11 @@ import json
 import os
 import uuid
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
-__all__ = ["atomic_write", "read_json", "save_figure", "write_json"]
+T = TypeVar("T")
+
+__all__ = ["atomic_write", "from_file", "read_json", "save_figure", "write_json"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], *, binary: bool = False) -> None:
@@ -22,7 +24,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], Any], 
     path = os.fspath(path)
     directory, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as err:  # a missing folder, no permission: name the path given, not the temporary file
+        raise type(err)(err.errno, err.strerror, path) from None
     try:
         with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8") as f:
             write(f)
@@ -55,6 +60,15 @@ def read_json(path: str | os.PathLike[str]) -> Any:
             return json.load(f, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as err:
             raise ValueError(f"{os.fspath(path)} is not valid JSON: {err}") from err
+
+
+def from_file(build: Callable[[Any], T], path: str | os.PathLike[str]) -> T:
+    """``build(data)`` of the JSON file at ``path``; a ``ValueError`` of ``build`` is raised again naming the file."""
+    data = read_json(path)
+    try:
+        return build(data)
+    except ValueError as err:
+        raise ValueError(f"{os.fspath(path)}: {err}") from err
 
 
 def _reject_constant(name: str) -> None:

@@ -298,7 +298,27 @@ def _check_setup(setup: Any) -> dict[str, Any]:
             f"make()'s dict has unknown keys {', '.join(map(repr, unknown))}; besides "
             f"{', '.join(REQUIRED_KEYS)} it may hold {', '.join(allowed)}"
         )
+    _check_required(setup)
     return dict(setup)
+
+
+def _check_required(setup: Mapping[str, Any]) -> None:
+    """make()'s model, optimizer, loader and loss_fn must be what range_test takes (ValueError, a usage error)."""
+    from torch import nn
+
+    from ._checks import check_loader, check_optimizer
+
+    if not isinstance(setup["model"], nn.Module):
+        raise ValueError(f"make()'s 'model' must be a torch.nn.Module, got {type(setup['model']).__name__}")
+    if not callable(setup["loss_fn"]):
+        raise ValueError(
+            f"make()'s 'loss_fn' must be callable as loss_fn(model, batch), got {type(setup['loss_fn']).__name__}"
+        )
+    try:
+        check_optimizer(setup["optimizer"], "make()'s 'optimizer'")
+        check_loader("make()'s 'loader'", setup["loader"])
+    except TypeError as err:
+        raise ValueError(str(err)) from None
 
 
 # --- output -------------------------------------------------------------------------
@@ -510,6 +530,9 @@ def _plot(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(f"argument JSON: {err}")
     result = saved.reanalyze(args.method or saved.method)
     png = args.out or os.path.splitext(args.json)[0] + ".png"
+    folder = os.path.dirname(os.path.abspath(png))
+    if not os.path.isdir(folder):
+        parser.error(f"argument --out: no such folder {folder!r} (create it first)")
     return _report(result, png, None)
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from . import distributed
 from ._checks import (
     MODES,
+    check_bool,
     check_choice,
     check_hyperparams,
     check_int,
@@ -26,6 +27,7 @@ from ._checks import (
     check_optimizer,
     check_stateful,
     check_threshold,
+    hyperparam_groups,
     is_per_group,
 )
 from .analysis import METHODS
@@ -105,6 +107,12 @@ class RangeTest:
             (the model holds the run's weights), returns the run's score, lower
             is better (e.g. a validation loss, a tensor or a float); restore any
             state it changes. Default None (the run's last training losses).
+            (``lr`` is swept and cannot be set). A group whose value for a key is 0 keeps it
+            (the no-decay groups of biases and norms, a group without momentum; a tensor of
+            zeros counts, a tuple only when every item is 0), unless every group holds 0; the
+            groups left are in ``result.metadata["hyperparams_left"]``. Default none.
+        keep_zero_groups: leave the param groups holding 0 alone as above. False writes
+            ``hyperparams`` into every group. Default True.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -143,6 +151,7 @@ class RangeTest:
         hyperparams: dict[str, Any] | None = None,
         confirm: bool | int = False,
         confirm_score: Callable[[], torch.Tensor | float] | None = None,
+        keep_zero_groups: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -176,6 +185,8 @@ class RangeTest:
                 "give confirm >= 2 (or a confirm_score)"
             )
         self.confirm_score = confirm_score
+        self.keep_zero_groups = check_bool("keep_zero_groups", keep_zero_groups)
+        self._hyperparam_groups = hyperparam_groups(optimizer, self.hyperparams, self.keep_zero_groups)
         self.model = model
         self.optimizer = optimizer
         # as checked Python floats (also from numpy or tensor scalars): plain data in result.metadata
@@ -282,7 +293,7 @@ class RangeTest:
     def _new_sweep(self) -> Sweep:
         reducer, progress = self._reducer, self._progress
         assert reducer is not None and progress is not None, "only inside the block"
-        _set_hyperparams(self.optimizer, self.hyperparams)
+        _set_hyperparams(self.optimizer, self.hyperparams, self._hyperparam_groups)
         done = len(self._runs) * self.num_steps
         return Sweep(
             self.optimizer,
@@ -416,7 +427,7 @@ class RangeTest:
         candidates, snapshot = self._candidates, self._snapshot
         assert candidates is not None and snapshot is not None
         snapshot.restore()
-        _set_hyperparams(self.optimizer, self.hyperparams)
+        _set_hyperparams(self.optimizer, self.hyperparams, self._hyperparam_groups)
         candidates.begin()
         self._recorder = candidates
         self._restarts += 1
@@ -565,13 +576,25 @@ class RangeTest:
             mode=self.mode,
             repeats=len(runs),
             **({"hyperparams": dict(self.hyperparams)} if self.hyperparams else {}),
+            **({"hyperparams_left": left} if (left := self._groups_left()) else {}),
         )
 
+    def _groups_left(self) -> dict[str, list[int]]:
+        """Per ``hyperparams`` key, the param groups that kept their own value (they held 0)."""
+        everyone = range(len(self.optimizer.param_groups))
+        return {
+            key: [i for i in everyone if i not in chosen]
+            for key, chosen in self._hyperparam_groups.items()
+            if len(chosen) < len(everyone)
+        }
 
-def _set_hyperparams(optimizer: Any, hyperparams: dict[str, Any]) -> None:
-    """Write checked ``hyperparams`` into every param group; tensors are filled in place (identity kept)."""
-    for group in optimizer.param_groups:
-        for key, value in hyperparams.items():
+
+def _set_hyperparams(optimizer: Any, hyperparams: dict[str, Any], groups: dict[str, list[int]]) -> None:
+    """Write checked ``hyperparams`` into the param groups ``groups[key]`` lists (see
+    :func:`~torch_lrrange._checks.hyperparam_groups`); tensors are filled in place (identity kept)."""
+    for key, value in hyperparams.items():
+        for i in groups[key]:
+            group = optimizer.param_groups[i]
             current = group[key]
             if isinstance(value, tuple):
                 group[key] = type(current)(_filled(c, v) for c, v in zip(current, value))

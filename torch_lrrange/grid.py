@@ -25,8 +25,15 @@ import torch
 from torch import nn
 
 from . import distributed
-from ._checks import check_hyperparams, check_optimizer, check_positive_float
-from ._files import read_json, write_json
+from ._checks import (
+    RESERVED_GROUP_KEYS,
+    check_bool,
+    check_hyperparams,
+    check_optimizer,
+    check_positive_float,
+    hyperparam_groups,
+)
+from ._files import from_file, write_json
 from .analysis import UnusableCurveError
 from .result import RangeTestResult, analyze
 from .runner import LossFn, range_test
@@ -175,9 +182,11 @@ class GridResult:
             raised is kept as a curve without points, its error in
             ``result.metadata["error"]``; it is never chosen.
         fixed: hyperparameters held at one value in every sweep (``hyperparams=``).
-        current: the optimizer's own values of ``keys`` before the grid (None when
-            its param groups disagree); when they are one of the combinations,
+        current: the optimizer's own values of ``keys`` before the grid, in the param groups
+            the grid sets (None when those disagree); when they are one of the combinations,
             that curve is kept unless another is clearly better (see :func:`choose`).
+        keep_zero_groups: whether param groups holding 0 for a key were left alone (the
+            no-decay groups; see :class:`~torch_lrrange.RangeTest`); :meth:`apply` does the same.
 
     Example:
         >>> from torch_lrrange import analyze
@@ -197,6 +206,7 @@ class GridResult:
     results: dict[tuple[Any, ...], RangeTestResult]
     fixed: dict[str, Any] = field(default_factory=dict)
     current: tuple[Any, ...] | None = None
+    keep_zero_groups: bool = True
 
     @property
     def best_index(self) -> int:
@@ -220,9 +230,11 @@ class GridResult:
         return None if result.usable else _reason(result)
 
     def apply(self, optimizer: Any) -> dict[str, Any]:
-        """Set the chosen hyperparameters (and the fixed ones) and ``result.lr`` in every param group.
+        """Set the chosen hyperparameters (and the fixed ones) and ``result.lr`` in the param groups.
 
-        Param groups keep their LR ratios to group 0, as during the sweep: group
+        As in the sweeps, a param group holding 0 for a key keeps it (the no-decay groups),
+        unless every group holds 0 or the grid ran with ``keep_zero_groups=False``; every
+        group gets the LR. Param groups keep their LR ratios to group 0, as during the sweep: group
         ``i`` gets ``result.lr * lr_i / lr_0`` (for one-cycle training use
         ``result.one_cycle_lr`` instead of the LR set here). Everything is
         checked before anything changes. Returns what was set, ``lr`` included.
@@ -239,7 +251,7 @@ class GridResult:
                 f"LR finite and >= 0, got {current}"
             )
         lr = result.lr
-        _set_hyperparams(optimizer, hyperparams)
+        _set_hyperparams(optimizer, hyperparams, hyperparam_groups(optimizer, hyperparams, self.keep_zero_groups))
         for group, group_lr in zip(optimizer.param_groups, current):
             value = lr if group_lr == current[0] else lr * group_lr / current[0]
             if isinstance(group["lr"], torch.Tensor):
@@ -333,6 +345,7 @@ class GridResult:
             "fixed": {k: _listed(v) for k, v in self.fixed.items()},
             "current": None if self.current is None else _listed(self.current),
             "entries": [{"values": _listed(values), "result": r.to_dict()} for values, r in self.results.items()],
+            "keep_zero_groups": self.keep_zero_groups,
         }
 
     @classmethod
@@ -350,9 +363,18 @@ class GridResult:
             or len(set(keys)) < len(keys)
         ):
             raise ValueError("saved GridResult field 'keys' must be a non-empty list of distinct strings")
+        for key in keys:
+            if key in RESERVED_GROUP_KEYS:
+                raise ValueError(f"saved GridResult field 'keys' cannot hold {key!r}: it is not a grid hyperparameter")
         fixed = data.get("fixed", {})
         if not isinstance(fixed, dict):
             raise ValueError("saved GridResult field 'fixed' must be an object")
+        for key, value in fixed.items():
+            if key in RESERVED_GROUP_KEYS:
+                raise ValueError(f"saved GridResult field 'fixed' cannot hold {key!r}: it is not a hyperparameter")
+            if key in keys:
+                raise ValueError(f"saved GridResult field 'fixed' holds {key!r}, one of the grid's keys")
+            _saved_value(f"'fixed'[{key!r}]", value)
         entries = data.get("entries")
         if not isinstance(entries, list) or not entries:
             raise ValueError("saved GridResult field 'entries' must be a non-empty list")
@@ -361,6 +383,8 @@ class GridResult:
             values = entry.get("values") if isinstance(entry, dict) else None
             if not isinstance(values, list) or len(values) != len(keys):
                 raise ValueError(f"saved GridResult entries[{i}] must hold 'values', a list of {len(keys)} values")
+            for j, value in enumerate(values):
+                _saved_value(f"entries[{i}] 'values'[{j}]", value)
             values = tuple(_tupled(v) for v in values)
             if values in results:
                 raise ValueError(f"saved GridResult entries[{i}] repeats the values {values!r}")
@@ -368,11 +392,19 @@ class GridResult:
         current = data.get("current")
         if current is not None and (not isinstance(current, list) or len(current) != len(keys)):
             raise ValueError(f"saved GridResult field 'current' must be null or a list of {len(keys)} values")
+        for j, value in enumerate(current or ()):
+            _saved_value(f"'current'[{j}]", value)
+        keep_zero_groups = data.get("keep_zero_groups", True)  # absent in files of earlier versions
+        if not isinstance(keep_zero_groups, bool):
+            raise ValueError(
+                f"saved GridResult field 'keep_zero_groups' must be true or false, got {keep_zero_groups!r}"
+            )
         return cls(
             tuple(keys),
             results,
             {k: _tupled(v) for k, v in fixed.items()},
             None if current is None else tuple(_tupled(v) for v in current),
+            keep_zero_groups,
         )
 
     def save(self, path: str | os.PathLike[str], *, all_ranks: bool = False) -> bool:
@@ -389,8 +421,9 @@ class GridResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GridResult:
-        """Read a grid written by :meth:`save` (plain JSON: nothing is executed)."""
-        return cls.from_dict(read_json(path))
+        """Read a grid written by :meth:`save` (plain JSON: nothing is executed); a bad field raises
+        ``ValueError`` naming the file and the field."""
+        return from_file(cls.from_dict, path)
 
 
 def _shown(value: Any) -> str:
@@ -399,6 +432,21 @@ def _shown(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def _saved_value(where: str, value: Any) -> None:
+    """A saved hyperparameter value must be what a grid holds: a number, true/false, or a list of numbers."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    numbers = (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
+    if not (number or numbers or isinstance(value, bool)):
+        raise ValueError(
+            f"saved GridResult field {where} must be a number, true/false or a list of numbers (a tuple such as "
+            f"betas), got {type(value).__name__} {value!r:.60}"
+        )
 
 
 def _listed(value: Any) -> Any:
@@ -451,11 +499,13 @@ def _combinations(grid: Any, optimizer: Any, fixed: dict[str, Any]) -> tuple[tup
     return tuple(grid), list(itertools.product(*columns))
 
 
-def _current(optimizer: Any, keys: tuple[str, ...]) -> tuple[Any, ...] | None:
-    """The optimizer's values of ``keys``, checked like grid values; None unless every param group agrees."""
+def _current(optimizer: Any, keys: tuple[str, ...], keep_zero_groups: bool) -> tuple[Any, ...] | None:
+    """The optimizer's values of ``keys``, checked like grid values; None unless the param groups the grid
+    sets agree."""
     values = []
-    for key in keys:
-        held = [check_hyperparams({key: group[key]}, optimizer)[key] for group in optimizer.param_groups]
+    for key, indices in hyperparam_groups(optimizer, keys, keep_zero_groups).items():
+        groups = [optimizer.param_groups[i] for i in indices]
+        held = [check_hyperparams({key: group[key]}, optimizer)[key] for group in groups]
         if any(v != held[0] for v in held):
             return None
         values.append(held[0])
@@ -502,7 +552,9 @@ def range_test_grid(
         grid: param-group key -> list of values, e.g. ``{"weight_decay": [0, 1e-4, 1e-3]}``;
             a ``betas`` value is a tuple: ``{"betas": [(0.9, 0.999), (0.95, 0.999)]}``.
             With several keys, every combination (``itertools.product``, keys in
-            the dict's order). Checked against the optimizer before anything runs.
+            the dict's order). Checked against the optimizer before anything runs. A param
+            group holding 0 for a key keeps it (the no-decay groups of biases and norms),
+            unless every group holds 0; ``keep_zero_groups=False`` sets every group.
         **options: :func:`~torch_lrrange.range_test` and :class:`~torch_lrrange.RangeTest`
             keywords, the same for every sweep (``num_steps``, ``start_lr``, ...);
             ``hyperparams`` holds other keys fixed in every sweep.
@@ -531,8 +583,9 @@ def range_test_grid(
             "range_test_grid needs a re-iterable loader (a DataLoader, a list): every sweep starts over from the "
             f"same batches, and a one-shot {type(loader).__name__} would give each combination other data"
         )
+    keep_zero_groups = check_bool("keep_zero_groups", options.get("keep_zero_groups", True))
     try:
-        current = _current(optimizer, keys)
+        current = _current(optimizer, keys, keep_zero_groups)
     except (TypeError, ValueError):  # the optimizer holds a value a grid could not (None, out of range)
         current = None
     steps = 0
@@ -558,4 +611,4 @@ def range_test_grid(
             error = f"{type(err).__name__}: {err}"
             warnings.warn(f"range_test_grid: the sweep at {label} failed: {error}", UserWarning, stacklevel=2)
             results[values] = analyze(np.zeros(0), np.zeros(0), hyperparams=hyperparams, error=error)
-    return _agreed(GridResult(keys, results, fixed, current), options.get("process_group"))
+    return _agreed(GridResult(keys, results, fixed, current, keep_zero_groups), options.get("process_group"))

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from ._checks import check_threshold
-from ._files import read_json, write_json
-from .analysis import Suggestion, UnusableCurveError, suggest
+from ._files import from_file, write_json
+from .analysis import METHODS, Suggestion, UnusableCurveError, suggest
 from .confirm import Confirmation
 from .divergence import DEFAULT_THRESHOLD
 
@@ -117,15 +117,25 @@ class RangeTestResult:
         return [*self.suggestion.warnings, *([] if confirmed is None else confirmed.warnings)]
 
     def cyclic_lr(self, optimizer: Any, **kwargs: Any):
-        """``torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=min_lr, max_lr=max_lr, **kwargs)``."""
+        """``torch.optim.lr_scheduler.CyclicLR(optimizer, base_lr=min_lr, max_lr=max_lr, **kwargs)``.
+
+        ``cycle_momentum`` defaults to whether ``optimizer`` has momentum to cycle (see
+        :func:`has_momentum`); a ``cycle_momentum=`` given wins.
+        """
         from torch.optim.lr_scheduler import CyclicLR
 
+        kwargs.setdefault("cycle_momentum", has_momentum(optimizer))
         return CyclicLR(optimizer, base_lr=self.min_lr, max_lr=self.max_lr, **kwargs)
 
     def one_cycle_lr(self, optimizer: Any, total_steps: int, **kwargs: Any):
-        """``torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, **kwargs)``."""
+        """``torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, **kwargs)``.
+
+        ``cycle_momentum`` defaults to whether ``optimizer`` has momentum to cycle (see
+        :func:`has_momentum`); a ``cycle_momentum=`` given wins.
+        """
         from torch.optim.lr_scheduler import OneCycleLR
 
+        kwargs.setdefault("cycle_momentum", has_momentum(optimizer))
         return OneCycleLR(optimizer, max_lr=self.max_lr, total_steps=total_steps, **kwargs)
 
     def reanalyze(self, method: str = "default", **options: Any) -> RangeTestResult:
@@ -193,23 +203,38 @@ class RangeTestResult:
         runs = data.get("runs", [])
         if not isinstance(runs, list):
             raise ValueError("runs must be a list of lists of numbers")
+        lr, min_lr, max_lr = (_optional_float(data, key) for key in ("lr", "min_lr", "max_lr"))
+        if lr is None or min_lr is None or max_lr is None:
+            if (lr, min_lr, max_lr) != (None, None, None):
+                raise ValueError(
+                    "saved RangeTestResult fields 'lr', 'min_lr' and 'max_lr' must all be numbers or all null, "
+                    f"got {lr!r}, {min_lr!r} and {max_lr!r}"
+                )
+        elif not min_lr <= lr <= max_lr:
+            raise ValueError(
+                f"saved RangeTestResult field 'lr' ({lr!r}) must lie between 'min_lr' and 'max_lr' "
+                f"(min_lr <= lr <= max_lr), got min_lr={min_lr!r} and max_lr={max_lr!r}"
+            )
+        method = _typed(data, "method", str)
+        if method not in METHODS:
+            raise ValueError(
+                f"saved RangeTestResult field 'method' must be one of {', '.join(map(repr, METHODS))}, got {method!r}"
+            )
         suggestion = Suggestion(
-            lr=_optional_float(data, "lr"),
-            min_lr=_optional_float(data, "min_lr"),
-            max_lr=_optional_float(data, "max_lr"),
+            lr=lr,
+            min_lr=min_lr,
+            max_lr=max_lr,
             confidence=_confidence(data),
             warnings=[_typed({"warnings": w}, "warnings", str) for w in _typed(data, "warnings", list)],
             smoothed=smoothed,
             points=len(lrs),
         )
-        metadata = _typed(data, "metadata", dict)
-        if "confirmation" in metadata:
-            Confirmation.from_dict(metadata["confirmation"], "saved RangeTestResult field metadata['confirmation']")
+        metadata = _metadata(data)
         return cls(
             lrs=lrs,
             losses=losses,
             suggestion=suggestion,
-            method=_typed(data, "method", str),
+            method=method,
             diverged=_typed(data, "diverged", bool),
             runs=[_array({"runs": r}, "runs") for r in runs],
             metadata=metadata,
@@ -232,8 +257,9 @@ class RangeTestResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RangeTestResult:
-        """Read a result written by :meth:`save` (plain JSON: nothing is executed)."""
-        return cls.from_dict(read_json(path))
+        """Read a result written by :meth:`save` (plain JSON: nothing is executed); a bad field raises
+        ``ValueError`` naming the file and the field."""
+        return from_file(cls.from_dict, path)
 
     def __repr__(self) -> str:
         if self.usable:
@@ -302,6 +328,16 @@ def analyze(
     )
 
 
+def has_momentum(optimizer: Any) -> bool:
+    """Whether ``optimizer`` has momentum a cyclic schedule can cycle: ``betas`` in its defaults (Adam),
+    or ``momentum`` in its defaults and non-zero in a param group (SGD with momentum; not SGD without
+    it, where cycling would switch momentum on, nor Adadelta, which has neither)."""
+    defaults = getattr(optimizer, "defaults", {})
+    if "betas" in defaults:
+        return True
+    return "momentum" in defaults and any(group.get("momentum", 0) != 0 for group in optimizer.param_groups)
+
+
 def json_value(value: Any, where: str) -> Any:
     """``value`` as JSON-safe plain data; raises naming ``where`` (e.g. ``metadata['x']``) if it cannot be.
 
@@ -349,6 +385,29 @@ def _typed(data: dict[str, Any], key: str, kind: Any) -> Any:
     if not isinstance(value, kind) or (kind in ((int, float), float) and isinstance(value, bool)):
         raise ValueError(f"saved RangeTestResult field {key!r} has the wrong type {type(value).__name__}")
     return value
+
+
+#: Names ``reanalyze`` passes to :func:`analyze` itself, so that ``metadata`` cannot hold them.
+_ANALYZE_NAMES = ("lrs", "losses", "method", "diverged", "runs")
+
+
+def _metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """``metadata``, as :meth:`RangeTestResult.reanalyze` can take it back into :func:`analyze`."""
+    metadata = _typed(data, "metadata", dict)
+    for key in _ANALYZE_NAMES:
+        if key in metadata:
+            raise ValueError(f"saved RangeTestResult field 'metadata' cannot hold {key!r}: it is a field of its own")
+    if "diverge_threshold" in metadata:
+        try:
+            check_threshold(metadata["diverge_threshold"])
+        except (TypeError, ValueError):
+            raise ValueError(
+                "saved RangeTestResult field 'metadata'['diverge_threshold'] must be a finite real number > 1, "
+                f"got {metadata['diverge_threshold']!r}"
+            ) from None
+    if "confirmation" in metadata:
+        Confirmation.from_dict(metadata["confirmation"], "saved RangeTestResult field metadata['confirmation']")
+    return metadata
 
 
 def _confidence(data: dict[str, Any]) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_int, check_loader, check_stateful, keyword_options
+from ._checks import check_int, check_loader, check_positive_float, check_stateful, keyword_options
 from ._modes import evaluating
 from .confirm import confirm_steps as check_confirm
 from .context import RangeTest
@@ -73,6 +73,7 @@ def range_test(
     val_every: int = 1,
     val_batches: int | None = 8,
     confirm: bool | int = False,
+    clip: float | None = None,
     **options: Any,
 ) -> RangeTestResult:
     """Run an LR range test with a standard training step and return its result.
@@ -131,6 +132,10 @@ def range_test(
             curve's own reading stays in ``result.suggestion``). Costs ``6 * confirm`` more
             optimizer steps; needs a re-iterable ``loader``; everything is restored
             afterwards. Default False.
+        clip: the largest total gradient norm (2-norm over all of the optimizer's params, a float > 0):
+            ``torch.nn.utils.clip_grad_norm_`` before every optimizer step, once per step with
+            ``accumulation_steps``, after ``scaler.unscale_(optimizer)`` with a ``scaler``, and inside
+            the closure after ``backward()`` for LBFGS. No host sync. Default None (no clipping).
         **options: :class:`RangeTest` keywords (start_lr, end_lr, num_steps, extra_state, ...).
 
     Example:
@@ -149,6 +154,7 @@ def range_test(
     if val_batches is not None:
         val_batches = check_int("val_batches", val_batches, minimum=1)
     confirm_steps = check_confirm(confirm)
+    max_norm = None if clip is None else check_positive_float("clip", clip)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(model, batch), got {type(loss_fn).__name__}")
     if device is not None and not isinstance(device, (str, torch.device)):
@@ -206,18 +212,22 @@ def range_test(
     def train_step(micro_batches: list[Any]) -> torch.Tensor:
         """One optimizer step over ``micro_batches``; returns their mean loss."""
         if closure_mode:
-            return optimizer.step(lambda: _closure_loss(model, optimizer, loss_fn, micro_batches))
+            return optimizer.step(lambda: _closure_loss(model, optimizer, loss_fn, micro_batches, max_norm))
         optimizer.zero_grad()
         total: torch.Tensor | None = None
         last = len(micro_batches) - 1
         no_sync = getattr(model, "no_sync", None)  # DDP: reduce gradients once per optimizer step
         for i, batch in enumerate(micro_batches):
             with no_sync() if i < last and no_sync is not None else contextlib.nullcontext():
-                loss = loss_fn(model, batch)
+                loss = _scalar_loss(loss_fn(model, batch))
                 scaled = loss / accumulation_steps if accumulation_steps > 1 else loss
                 (scaled if scaler is None else scaler.scale(scaled)).backward()
             loss = loss.detach()
             total = loss if total is None else total + loss
+        if max_norm is not None:
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            _clip(optimizer, max_norm)
         if scaler is None:
             optimizer.step()
         else:
@@ -276,16 +286,34 @@ def _training_samples(loader: Any) -> int | None:
         return None
 
 
-def _closure_loss(model: nn.Module, optimizer: Any, loss_fn: LossFn, micro_batches: list[Any]) -> torch.Tensor:
-    """The closure of a closure-stepped optimizer: gradients and mean loss over the micro-batches."""
+def _scalar_loss(loss: Any) -> torch.Tensor:
+    """``loss_fn``'s return value, which must be a one-element tensor (checked from its metadata: no host read)."""
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"loss_fn must return a scalar tensor, got a tensor of shape {tuple(loss.shape)}")
+    return loss
+
+
+def _clip(optimizer: Any, max_norm: float) -> None:
+    """Clip the gradients of every param of ``optimizer``'s groups to a total 2-norm of ``max_norm`` (no host read)."""
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], max_norm)
+
+
+def _closure_loss(
+    model: nn.Module, optimizer: Any, loss_fn: LossFn, micro_batches: list[Any], max_norm: float | None = None
+) -> torch.Tensor:
+    """The closure of a closure-stepped optimizer: gradients (clipped to ``max_norm``) and mean loss over the micro-batches."""
     optimizer.zero_grad()
     n = len(micro_batches)
     total: torch.Tensor | None = None
     for batch in micro_batches:
-        loss = loss_fn(model, batch)
+        loss = _scalar_loss(loss_fn(model, batch))
         (loss / n if n > 1 else loss).backward()
         total = loss.detach() if total is None else total + loss.detach()
     assert total is not None
+    if max_norm is not None:
+        _clip(optimizer, max_norm)
     return total / n if n > 1 else total
 
 
@@ -297,7 +325,7 @@ def _validation_loss(
     count = 0
     with evaluating(model), torch.no_grad():
         for batch in val_loader if limit is None else itertools.islice(val_loader, limit):
-            loss = loss_fn(model, batch if device is None else to_device(batch, device)).detach().float()
+            loss = _scalar_loss(loss_fn(model, batch if device is None else to_device(batch, device))).detach().float()
             total = loss if total is None else total + loss
             count += 1
     if total is None:

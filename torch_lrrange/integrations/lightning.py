@@ -57,8 +57,9 @@ def lr_range_test(
     are kept out of it. Afterwards the module (its weights bit-exactly, also after a
     ``"*-true"`` precision converted them, and its train/eval modes), the trainer's own
     optimizers and LR schedulers (a range test between two ``fit`` calls leaves them as they
-    were), the precision plugin's ``GradScaler``, the global RNGs and the generators of
-    ``train_dataloaders``, the fit loop with its counters (``global_step``,
+    were), the precision plugin's ``GradScaler``, the global RNGs and the generators of the
+    loaders the sweep drew from (``train_dataloaders``, or those of the ``datamodule`` or the
+    module's ``train_dataloader()``, such as a generator the data module owns), the fit loop with its counters (``global_step``,
     ``current_epoch``), the trainer's callbacks, loggers, profiler, metrics
     (``callback_metrics``, ``logged_metrics``) and state are as before. No file is written.
 
@@ -215,8 +216,22 @@ class _Sweep:
         self.stack = contextlib.ExitStack()  # holds the running RangeTest; closed after fit, also on errors
         self.test: RangeTest | None = None
         self.schedulers: list[Any] = []
+        self.loaders: LoaderState | None = None  # of the loaders fit built (data module, module): put back after
+
+    def capture_loaders(self, loaders: Any) -> None:
+        """The state of the loaders fit built, taken before fit draws from them (only the first time)."""
+        if self.loaders is None:
+            self.loaders = LoaderState(loaders, stacklevel=5)
+
+    def restore_loaders(self) -> None:
+        """Put back the generators of the loaders fit built, once (also after an error)."""
+        loaders, self.loaders = self.loaders, None
+        if loaders is not None:
+            loaders.restore()
 
     def start(self, trainer: Any, module: Any) -> None:
+        # Fallback when the loop had no hook to capture the loaders before their iterator drew its seed.
+        self.capture_loaders(trainer.train_dataloader)
         optimizers = list(trainer.optimizers)
         if not optimizers or not all(g and "lr" in g for o in optimizers for g in o.param_groups):
             raise ValueError("configure_optimizers() returned no optimizer with an 'lr': there is no LR to sweep")
@@ -313,6 +328,7 @@ def _set_aside(
 
     loop = type(fit_loop)(trainer, min_epochs=0, max_epochs=-1)
     loop.epoch_loop = type(fit_loop.epoch_loop)(trainer, min_steps=None, max_steps=-1)
+    _capture_built_loaders(loop, callback.sweep)
     trainer.fit_loop = loop
     trainer.callbacks = [callback]
     trainer.loggers = []
@@ -340,7 +356,24 @@ def _set_aside(
         modes.restore()
         for param, grad in grads:
             param.grad = grad
+        callback.sweep.restore_loaders()
         loaders.restore()
+
+
+def _capture_built_loaders(loop: Any, sweep: _Sweep) -> None:
+    """Have the sweep's own fit loop capture the loaders it builds (``train_dataloaders``, or those of the
+    data module or the module's ``train_dataloader()``, which may share a generator with their owner) right
+    after building them: ``setup_data`` calls ``_load_combined_loader_states`` between building the loaders and
+    creating their iterator, whose base seed is drawn from the loader's generator."""
+    load_states = getattr(loop, "_load_combined_loader_states", None)
+    if not callable(load_states):
+        return  # another Lightning: captured at on_train_start, after that first draw
+
+    def capturing() -> None:
+        sweep.capture_loaders(loop._combined_loader.flattened)
+        load_states()
+
+    loop._load_combined_loader_states = capturing
 
 
 def _metric_dicts(trainer: Any) -> list[dict[str, Any]]:

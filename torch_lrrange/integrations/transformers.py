@@ -44,7 +44,8 @@ def lr_range_test(trainer: Any, *, update_args: bool = False, **options: Any) ->
     optimizer step (through the accelerator's ``GradScaler`` with fp16). The optimizer is the
     Trainer's own: the one it holds, or one built by ``create_optimizer()`` from its
     arguments, which is dropped again afterwards (so ``train()`` builds its optimizer and
-    schedule with the new LR). The model, that optimizer, the scaler and the RNGs are
+    schedule with the new LR). Gradients left in ``.grad`` (a backward pass run before) are
+    zeroed for the sweep, as ``train()`` does. The model (its gradients too), that optimizer, the scaler and the RNGs are
     restored bit-exactly; ``trainer.state`` (``global_step``, ``epoch``, ``log_history``),
     callbacks and the output directory are never touched.
 
@@ -135,6 +136,7 @@ def _sweep(trainer: Any, test: RangeTest, optimizer: Any, scaler: Any) -> None:
     model, undo = _training_model(trainer)
     loader = trainer.get_train_dataloader()
     batches: Any = None
+    model.zero_grad()  # as train() does before its first step: gradients left from before (restored after) stay out
     try:
         while not test.done:
             batches, recorded = iter(loader), 0
