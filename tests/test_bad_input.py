@@ -976,7 +976,7 @@ CLI = [
     ),
     ("plot-missing", ["plot", "nothing.json"], "argument JSON: cannot read 'nothing.json'"),
     ("plot-malformed", ["plot", "bad.json"], "argument JSON: bad.json is not valid JSON: "),
-    ("plot-hostile", ["plot", "hostile.json"], "argument JSON: not a saved RangeTestResult"),
+    ("plot-hostile", ["plot", "hostile.json"], "argument JSON: hostile.json: not a saved RangeTestResult"),
     ("plot-method", ["plot", "bad.json", "--method", "m"], r"argument --method: invalid choice: 'm'"),
 ]
 

@@ -255,10 +255,10 @@ def _setup_with(**given: str) -> str:
         ),
         ("make = 3\n", "is not callable"),
         ("", "has no 'make'"),
-        (_setup_with(model="1"), r"make\(\)'s 'model' must be a torch.nn.Module, got int"),
-        (_setup_with(optimizer="object()"), r"make\(\)'s 'optimizer' must be a torch optimizer"),
-        (_setup_with(loader="'data.csv'"), r"make\(\)'s 'loader' must be an iterable of batches"),
-        (_setup_with(loss_fn="'mse'"), r"make\(\)'s 'loss_fn' must be callable as loss_fn\(model, batch\)"),
+        (_setup_with(model="1"), r"make\(\)'s model must be a torch.nn.Module, got int"),
+        (_setup_with(optimizer="object()"), r"make\(\)'s optimizer must be a torch optimizer"),
+        (_setup_with(loader="'data.csv'"), r"make\(\)'s loader must be an iterable of batches"),
+        (_setup_with(loss_fn="'mse'"), r"make\(\)'s loss_fn must be callable as loss_fn\(model, batch\)"),
     ],
 )
 def test_run_bad_setup_is_a_usage_error(tmp_path, capsys, body, message):

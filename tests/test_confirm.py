@@ -415,3 +415,20 @@ def test_an_error_during_a_candidate_run_restores_everything_and_propagates(erro
     before.check()
     assert torch.equal(loader.generator.get_state(), generator_state)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("where", ["device", "cpu"])
+def test_a_cuda_confirmation_restores_everything_and_matches_the_loop_form(where):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 2)).cuda()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(320, 10, device="cuda")
+    data = list(zip(x.split(32), (x[:, 0] > 0).long().split(32)))
+    before = Restored(model, opt)
+    kwargs = {**SWEEP, "snapshot": where, "confirm": 10}
+    one_call = range_test(model, opt, data, _loss, **kwargs)
+    before.check()
+    looped = _loop(model, opt, data, kwargs)
+    before.check()
+    assert one_call.confirmation is not None and looped.metadata["confirmation"] == one_call.metadata["confirmation"]

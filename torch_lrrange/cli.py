@@ -309,14 +309,14 @@ def _check_required(setup: Mapping[str, Any]) -> None:
     from ._checks import check_loader, check_optimizer
 
     if not isinstance(setup["model"], nn.Module):
-        raise ValueError(f"make()'s 'model' must be a torch.nn.Module, got {type(setup['model']).__name__}")
+        raise ValueError(f"make()'s model must be a torch.nn.Module, got {type(setup['model']).__name__}")
     if not callable(setup["loss_fn"]):
         raise ValueError(
-            f"make()'s 'loss_fn' must be callable as loss_fn(model, batch), got {type(setup['loss_fn']).__name__}"
+            f"make()'s loss_fn must be callable as loss_fn(model, batch), got {type(setup['loss_fn']).__name__}"
         )
     try:
-        check_optimizer(setup["optimizer"], "make()'s 'optimizer'")
-        check_loader("make()'s 'loader'", setup["loader"])
+        check_optimizer(setup["optimizer"], "make()'s optimizer")
+        check_loader("make()'s loader", setup["loader"])
     except TypeError as err:
         raise ValueError(str(err)) from None
 
