@@ -3,7 +3,7 @@
 * validation-aware reading: the default rule on a validation-loss sweep
   (``range_test(..., val_loader=)``, and ``RangeTest`` in the user's own loop,
   recording one validation batch per step);
-* a confirmation phase (:mod:`torch_lrrange.confirm`): short runs at candidate
+* a confirmation phase (:mod:`torch_lrrange._confirmation`): short runs at candidate
   LRs below the sweep's climb point, the best kept by the last training losses
   (``confirm``) or by the validation loss after each run (``confirm-val``); the
   same runs read between the candidates (``-refined``: the vertex of the parabola
@@ -25,7 +25,8 @@ from _quality_rules import case, interpolated, regret
 from _quality_tasks import HELD_OUT, TUNING, Cache, Task, score
 from suggestion_quality import CEILING_NOTE, CEILING_ROWS, PROTOCOLS, SEEDS, Rows, curve, grid_search, ours, print_table
 
-from torch_lrrange import analyze, confirm
+from torch_lrrange import _confirmation as confirm
+from torch_lrrange import analyze
 
 #: Fractions of L* of the variant tried on the issue (six candidates, L*/1000 to L*/3).
 ISSUE_FRACTIONS = [10**-3, 10**-2.5, 10**-2, 10**-1.5, 10**-1, 10**-0.5]

@@ -27,7 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch_lrrange import RangeTest, Snapshot, confirm, divergence
+from torch_lrrange import RangeTest, Snapshot
+from torch_lrrange import _confirmation as confirm
+from torch_lrrange import _divergence as divergence
 
 
 def _model(device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:

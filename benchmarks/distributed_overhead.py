@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from torch_lrrange import RangeTest
-from torch_lrrange.distributed import LossReducer
+from torch_lrrange._distributed import LossReducer
 
 WORLD = 2
 METHODS = ("bare", "RangeTest, per rank", "RangeTest, averaged")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from torch_lrrange import context
+from torch_lrrange import _range_test as context
 
 
 class WithExtra(nn.Module):

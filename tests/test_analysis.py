@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from torch_lrrange import METHODS, RangeTestResult, UnusableCurveError, analyze
+from torch_lrrange._divergence import DivergenceRule
 from torch_lrrange.analysis import (
     MIN_POINTS,
     _savgol_interp,
@@ -21,7 +22,6 @@ from torch_lrrange.analysis import (
     smooth,
     suggest,
 )
-from torch_lrrange.divergence import DivergenceRule
 
 
 def curve(n=100, lo=-6.0, hi=0.0, center=-3.0, width=0.6, blow=-0.7, noise=0.0, seed=0, level=2.0):

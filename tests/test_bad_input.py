@@ -1030,7 +1030,7 @@ def cli_folder(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("name", "argv", "message"), CLI, ids=_ids(CLI))
 def test_cli_options(cli_folder, capsys, name, argv, message):
-    from torch_lrrange.cli import main
+    from torch_lrrange._cli import main
 
     files = sorted(os.listdir(cli_folder))
     with pytest.raises(SystemExit) as info:
@@ -1052,7 +1052,7 @@ def test_cli_options(cli_folder, capsys, name, argv, message):
 )
 def test_cli_run_reports_bad_values_from_make(cli_folder, capsys, target, error, message):
     """Values make() returns are checked by the library: a usage error (exit 2) or its own TypeError/ValueError, naming the argument."""
-    from torch_lrrange.cli import main
+    from torch_lrrange._cli import main
 
     try:
         main(["run", target])

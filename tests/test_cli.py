@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from torch_lrrange import METHODS, RangeTestResult, analyze
-from torch_lrrange.cli import main
+from torch_lrrange._cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -552,7 +552,7 @@ def test_run_takes_clip_from_make(tmp_path, capsys):
     import torch
 
     from torch_lrrange import range_test
-    from torch_lrrange.cli import load_make
+    from torch_lrrange._cli import load_make
 
     torch.manual_seed(3)
     made = load_make(f"{setup}:make")()

@@ -25,7 +25,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from torch_lrrange import RangeTest, RangeTestResult, Snapshot
-from torch_lrrange.distributed import LossReducer, is_rank_zero, world
+from torch_lrrange._distributed import LossReducer, is_rank_zero, world
 
 WORLD = 2
 DEADLINE_S = 240.0

@@ -24,7 +24,9 @@ from _statecheck import (
     train_steps,
 )
 
-from torch_lrrange import RangeTest, Snapshot, SnapshotError, context, range_test, sweep
+from torch_lrrange import RangeTest, Snapshot, SnapshotError, range_test
+from torch_lrrange import _range_test as context
+from torch_lrrange import _sweep as sweep
 
 N = 12  # points per sweep in these tests
 
@@ -718,7 +720,7 @@ def test_an_extra_object_refusing_its_state_is_named_and_everything_else_restore
 
 @pytest.mark.parametrize("where", ["device", "disk"])
 def test_ctrl_c_during_a_restore_is_held_until_the_restore_is_complete(where, monkeypatch):
-    from torch_lrrange import snapshot as snapshot_module
+    from torch_lrrange import _snapshot as snapshot_module
 
     model, opt, data, loss_fn, _ = make_setup()
     before = capture(model, opt)

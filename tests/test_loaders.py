@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from torch_lrrange import RangeTest, range_test
-from torch_lrrange.loaders import LoaderState, loader_generators
+from torch_lrrange._loaders import LoaderState, loader_generators
 
 
 class NoisyDigits(Dataset):

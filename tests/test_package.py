@@ -65,7 +65,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_package_has_no_import_cycle():
     graph = _imports()
-    assert "torch_lrrange.result" in graph["torch_lrrange"]  # the graph is read at all
+    assert "torch_lrrange._result" in graph["torch_lrrange"]  # the graph is read at all
     assert _cycles(graph) == []
 
 
@@ -97,3 +97,59 @@ def test_the_demo_without_its_data_set_library_says_how_to_install_it(monkeypatc
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     with pytest.raises(ImportError, match=_hint(extra)):
         load(tmp_path)
+
+
+#: The modules users import: the package, the ones docs/api.md names, and the integrations.
+PUBLIC_MODULES = {
+    "torch_lrrange",
+    "torch_lrrange.analysis",
+    "torch_lrrange.demo",
+    "torch_lrrange.grid",
+    "torch_lrrange.plotting",
+    "torch_lrrange.tensorboard",
+    "torch_lrrange.integrations",
+    "torch_lrrange.integrations.lightning",
+    "torch_lrrange.integrations.transformers",
+}
+API_DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+
+
+def test_the_public_modules_are_the_documented_ones_and_every_other_is_private():
+    modules = set(_imports())
+    public = {m for m in modules if not any(part.startswith("_") for part in m.split("."))}
+    assert public == PUBLIC_MODULES
+    api = API_DOC.read_text(encoding="utf-8")
+    for module in sorted(PUBLIC_MODULES - {"torch_lrrange"}):
+        assert f"`{module}" in api, module
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_MODULES))
+def test_docs_api_names_every_public_name(module):
+    import importlib
+
+    names = getattr(importlib.import_module(module), "__all__", [])
+    api = API_DOC.read_text(encoding="utf-8")
+    missing = [name for name in names if not re.search(rf"`[\w.]*\b{re.escape(name)}\b", api)]
+    assert missing == [], f"{module}: {missing} not in docs/api.md"
+
+
+def _private_names_imported() -> list[str]:
+    """``from <package module> import _name`` where ``_name`` is not a module: a reach into another module."""
+    modules = {_module_name(path)[0]: path for path in PACKAGE.rglob("*.py")}
+    found = []
+    for name, path in modules.items():
+        is_package = _module_name(path)[1]
+        here = name.split(".") if is_package else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("torch_lrrange")):
+                parent = here[: len(here) - node.level + 1] if node.level else []
+                base = ".".join([*parent, node.module] if node.module else parent)
+                for alias in node.names:
+                    private = alias.name.startswith("_") and not alias.name.startswith("__")
+                    if private and f"{base}.{alias.name}" not in modules:
+                        found.append(f"{name} imports {base}.{alias.name}")
+    return found
+
+
+def test_no_module_imports_a_private_name_of_another():
+    assert _private_names_imported() == []

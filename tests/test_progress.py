@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from torch_lrrange import RangeTest, context, divergence
-from torch_lrrange.progress import Progress
+from torch_lrrange import RangeTest
+from torch_lrrange import _divergence as divergence
+from torch_lrrange import _range_test as context
+from torch_lrrange._progress import Progress
 
 
 class _Terminal(io.StringIO):

@@ -145,7 +145,7 @@ def _loop(rt, model, opt, data, stop_at=None):
 
 def test_a_break_in_a_later_repeat_keeps_the_finished_repeats_and_restores_once_per_repeat(monkeypatch):
     """3 x 20 points stopped at point 25: the first repeat is kept whole, the partial second one dropped."""
-    from torch_lrrange import snapshot
+    from torch_lrrange import _snapshot as snapshot
 
     restores = []
     real = snapshot.Snapshot.restore

@@ -196,3 +196,17 @@ def test_an_overflowing_or_too_narrow_range_is_refused_before_the_groups_change(
     assert opt.param_groups[0]["lr"] == 0.1 and "initial_lr" not in opt.param_groups[0]
     with pytest.raises(ValueError, match="end_lr / start_lr must be a finite ratio"):
         range_lr(3, 1e-7, 1e302, 10)
+
+
+def test_current_lrs_are_the_floats_of_each_group_set_by_the_last_step():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(
+        [{"params": [model.weight], "lr": torch.tensor(0.1)}, {"params": [model.bias], "lr": 0.01}], lr=0.1
+    )
+    sched = LRRangeScheduler(opt, start_lr=1e-3, end_lr=1.0, num_steps=4)
+    for step in range(4):
+        assert sched.current_lrs == tuple(sched._table[step])
+        assert all(type(v) is float for v in sched.current_lrs)
+        assert sched.current_lrs[1] == pytest.approx(sched.current_lrs[0] / 10)
+        opt.step()
+        sched.step()

@@ -302,7 +302,7 @@ def test_range_test_refuses_a_bad_clip_before_touching_anything(clip, error, mes
 def test_range_test_clip_makes_no_host_sync(monkeypatch):
     from _sync_counter import SyncCounter
 
-    from torch_lrrange import runner
+    from torch_lrrange import _one_call as runner
 
     syncs: list[int] = []
     real_clip = runner._clip

@@ -13,7 +13,7 @@ from _setup_helpers import check_curve, consume_rng, mlp, mse, regression_data
 from _state import Restored
 
 from torch_lrrange import RangeTest, range_test
-from torch_lrrange.runner import to_device
+from torch_lrrange._one_call import to_device
 
 START, END, STEPS = 1e-4, 1e-1, 12
 

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from _sync_counter import SyncCounter
 from torch import nn
 
-from torch_lrrange import LRRangeScheduler, RangeTest, divergence, range_lr, sweep
+from torch_lrrange import LRRangeScheduler, RangeTest, range_lr
+from torch_lrrange import _divergence as divergence
+from torch_lrrange import _sweep as sweep
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""``python -m torch_lrrange``: see :mod:`torch_lrrange.cli`."""
+"""``python -m torch_lrrange``: see :mod:`torch_lrrange._cli`."""
 
 import sys
 
-from .cli import main
+from ._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

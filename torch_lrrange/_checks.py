@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ MODES = ("exp", "linear")
 MAX_STEPS = 10_000_000
 
 
-def _shown(value: Any) -> str:
+def short_repr(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -41,7 +41,7 @@ def check_real(name: str, value: Any) -> float:
     """Return ``value`` (a real number, numpy scalar or one-element tensor; not a bool) as a float."""
     value = scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_shown(value)}")
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {short_repr(value)}")
     return float(value)
 
 
@@ -53,7 +53,7 @@ def check_positive_float(name: str, value: Any, *, allow_zero: bool = False) -> 
     bound = ">= 0" if allow_zero else "> 0"
     value = scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a finite real number {bound}, got {type(value).__name__} {_shown(value)}")
+        raise TypeError(f"{name} must be a finite real number {bound}, got {type(value).__name__} {short_repr(value)}")
     value = float(value)
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be a finite real number {bound}, got {value!r}")
@@ -68,7 +68,7 @@ def check_int(name: str, value: Any, *, minimum: int, maximum: int | None = None
     value = scalar(value)
     allowed = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {_shown(value)}")
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {short_repr(value)}")
     value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
@@ -84,7 +84,7 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     """Return ``value``; it must be one of ``choices``."""
     allowed = ", ".join(repr(c) for c in choices)
     if not isinstance(value, str):
-        raise TypeError(f"{name} must be one of {allowed}, got {type(value).__name__} {_shown(value)}")
+        raise TypeError(f"{name} must be one of {allowed}, got {type(value).__name__} {short_repr(value)}")
     if value not in choices:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return value
@@ -188,126 +188,13 @@ def check_stateful(name: str, value: Any) -> None:
         )
 
 
-#: Param-group keys a sweep owns or that are not hyperparameters.
-RESERVED_GROUP_KEYS = ("params", "lr", "initial_lr")
-#: Allowed intervals of well-known hyperparameters, as written in the error message.
-_DOMAINS = {
-    "weight_decay": "[0, inf)",
-    "momentum": "[0, 1]",
-    "dampening": "[0, 1]",
-    "alpha": "[0, 1]",
-    "rho": "[0, 1]",
-    "betas": "[0, 1)",
-    "eps": "(0, inf)",
-}
-_ALTERNATIVES = {"momentum": "betas", "beta1": "betas", "beta2": "betas", "betas": "momentum"}
-
-
-def check_hyperparams(hyperparams: Any, optimizer: Any) -> dict[str, Any]:
-    """Check ``hyperparams`` (param-group key -> value) against ``optimizer``'s groups; return a plain dict.
-
-    Every key must be held by every param group (``lr`` is swept, never set),
-    and each value must have the shape of the value it replaces: a real number,
-    a bool, or a tuple of as many reals (``betas``).
-    """
-    if hyperparams is None:
-        return {}
-    if not isinstance(hyperparams, Mapping):
-        raise TypeError(
-            "hyperparams must be a dict of param-group keys to values, e.g. {'weight_decay': 1e-4}, "
-            f"got {type(hyperparams).__name__} {_shown(hyperparams)}"
-        )
-    groups = optimizer.param_groups
-    held = sorted(set.intersection(*(set(g) for g in groups)) - set(RESERVED_GROUP_KEYS))
-    checked: dict[str, Any] = {}
-    for key, value in hyperparams.items():
-        if not isinstance(key, str):
-            raise TypeError(f"hyperparams keys must be strings (param-group keys), got {type(key).__name__} {key!r}")
-        if key in RESERVED_GROUP_KEYS:
-            what = "the sweep sets it: use start_lr and end_lr" if key != "params" else "it is not a hyperparameter"
-            raise ValueError(f"hyperparams cannot set {key!r}: {what}")
-        if key not in held:
-            hint = ""
-            other = _ALTERNATIVES.get(key)
-            if other in held:
-                hint = (
-                    f"; this optimizer holds momentum as betas[0]: use {{'betas': {tuple(groups[0]['betas'])!r}}} "
-                    "with the first value changed"
-                    if other == "betas"
-                    else "; this optimizer holds momentum as 'momentum'"
-                )
-            raise ValueError(
-                f"hyperparams key {key!r} is not held by every param group of {type(optimizer).__name__}; "
-                f"the keys it holds are {', '.join(held)}{hint}"
-            )
-        checked[key] = _check_hyperparam(key, value, groups[0][key])
-    return checked
-
-
-def _check_hyperparam(key: str, value: Any, current: Any) -> Any:
-    name = f"hyperparams[{key!r}]"
-    if isinstance(current, (tuple, list)):
-        if not isinstance(value, (tuple, list)) or len(value) != len(current):
-            raise TypeError(
-                f"{name} must be a tuple of {len(current)} real numbers like the optimizer's {tuple(current)!r}, "
-                f"got {type(value).__name__} {_shown(value)}"
-            )
-        return tuple(_check_real(f"{name}[{i}]", key, v) for i, v in enumerate(value))
-    if isinstance(current, bool) or (current is None and isinstance(value, bool)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False like the optimizer's {current!r}, got {_shown(value)}")
-        return value
-    if current is None or isinstance(current, str):
-        raise TypeError(f"{name}: the optimizer holds {current!r} there, which is not a numeric hyperparameter")
-    checked = _check_real(name, key, value)
-    if isinstance(current, int) and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)  # an int setting (LBFGS history_size) stays an int
-    return checked
-
-
-def _check_real(name: str, key: str, value: Any) -> float:
-    value = check_real(name, value)
-    domain = _DOMAINS.get(key, "(-inf, inf)")
-    low, high = (float(v) for v in domain[1:-1].split(", "))
-    inside = (low <= value if domain[0] == "[" else low < value) and (
-        value <= high if domain[-1] == "]" else value < high
-    )
-    if not (math.isfinite(value) and inside):
-        where = f" in {domain}" if key in _DOMAINS else ""
-        raise ValueError(f"{name} must be a finite real number{where}, got {value!r}")
-    return value
-
-
-def is_zero(value: Any) -> bool:
-    """Whether a param-group value is off: a number (not a bool) equal to 0, a tensor of zeros, or a
-    tuple/list whose every item is (``betas=(0.0, 0.999)`` is not: its second moment is on)."""
-    if isinstance(value, (bool, np.bool_)):
-        return False
-    if isinstance(value, torch.Tensor):  # read once per sweep, never in the hot loop
-        return value.numel() > 0 and value.dtype != torch.bool and not bool(value.any())
-    if isinstance(value, (tuple, list)):
-        return bool(value) and all(is_zero(v) for v in value)
-    return isinstance(value, numbers.Real) and value == 0
-
-
 def check_bool(name: str, value: Any) -> bool:
     """``value`` must be True or False."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {_shown(value)}")
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {short_repr(value)}")
     return value
 
 
-def hyperparam_groups(optimizer: Any, keys: Iterable[str], keep_zero_groups: bool = True) -> dict[str, list[int]]:
-    """For each of ``keys``, the indices of the param groups a ``hyperparams``/grid value is written into.
-
-    With ``keep_zero_groups`` (the default), a group whose value is 0 (:func:`is_zero`: the no-decay
-    groups of the usual transformer set-up, a group without momentum) keeps it, unless every group
-    holds 0: then nothing sets a group apart and every group gets the value. False: every group.
-    """
-    groups = optimizer.param_groups
-    chosen: dict[str, list[int]] = {}
-    for key in keys:
-        zero = [is_zero(group[key]) for group in groups]
-        left = keep_zero_groups and not all(zero)
-        chosen[key] = [i for i, z in enumerate(zero) if not (left and z)]
-    return chosen
+def as_float(value: Any) -> float:
+    """A float or a one-element tensor (an LR) as a Python float; one host read for a tensor, never per step."""
+    return float(value.detach().cpu()) if isinstance(value, torch.Tensor) else float(value)

@@ -5,7 +5,7 @@ and returns plain values; nothing here touches torch. The pipeline of
 :func:`suggest` (and so of :func:`analyze` and every ``RangeTestResult``):
 
 1. cut the curve before its first diverged point (:func:`divergence_index`, the
-   same :class:`~torch_lrrange.divergence.DivergenceRule` a ``RangeTest``
+   same :class:`~torch_lrrange._divergence.DivergenceRule` a ``RangeTest``
    applies while it sweeps; this is the only place a curve is cut), and read it
    only up to where the loss climbs back above its starting level for good
    (:func:`climb_index`): the points of the blow-up are kept and shown, but
@@ -39,8 +39,8 @@ import numpy as np
 from scipy.signal import savgol_coeffs
 
 from ._checks import check_choice, check_int
-from .divergence import DEFAULT_THRESHOLD as DIVERGE_THRESHOLD
-from .divergence import divergence_index
+from ._divergence import DEFAULT_THRESHOLD as DIVERGE_THRESHOLD
+from ._divergence import divergence_index
 
 __all__ = [
     "METHODS",

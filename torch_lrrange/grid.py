@@ -11,7 +11,6 @@ a pure function of the curves; :class:`GridResult` holds the outcome as plain da
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -24,20 +23,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed
-from ._checks import (
-    RESERVED_GROUP_KEYS,
-    check_bool,
-    check_hyperparams,
-    check_optimizer,
-    check_positive_float,
-    hyperparam_groups,
-)
+from . import _distributed as distributed
+from ._checks import as_float, check_bool, check_optimizer, check_positive_float
 from ._files import from_file, write_json
+from ._hyperparams import (
+    RESERVED_GROUP_KEYS,
+    check_hyperparams,
+    format_value,
+    grid_combinations,
+    hyperparam_groups,
+    set_hyperparams,
+)
+from ._one_call import LossFn, range_test
+from ._result import RangeTestResult, analyze
+from ._snapshot import SnapshotError
 from .analysis import UnusableCurveError
-from .result import RangeTestResult, analyze
-from .runner import LossFn, range_test
-from .snapshot import SnapshotError
 
 __all__ = [
     "LEVEL_FRACTION",
@@ -239,19 +239,17 @@ class GridResult:
         ``result.one_cycle_lr`` instead of the LR set here). Everything is
         checked before anything changes. Returns what was set, ``lr`` included.
         """
-        from .context import _set_hyperparams
-
         check_optimizer(optimizer)
         chosen, result = self.best
         hyperparams = check_hyperparams({**self.fixed, **chosen}, optimizer)
-        current = [_as_float(g["lr"]) for g in optimizer.param_groups]
+        current = [as_float(g["lr"]) for g in optimizer.param_groups]
         if not (all(math.isfinite(lr) and lr >= 0 for lr in current) and current[0] > 0):
             raise ValueError(
                 f"apply() keeps the param groups' LR ratios to group 0, so group 0's LR must be > 0 and every "
                 f"LR finite and >= 0, got {current}"
             )
         lr = result.lr
-        _set_hyperparams(optimizer, hyperparams, hyperparam_groups(optimizer, hyperparams, self.keep_zero_groups))
+        set_hyperparams(optimizer, hyperparams, hyperparam_groups(optimizer, hyperparams, self.keep_zero_groups))
         for group, group_lr in zip(optimizer.param_groups, current):
             value = lr if group_lr == current[0] else lr * group_lr / current[0]
             if isinstance(group["lr"], torch.Tensor):
@@ -263,7 +261,7 @@ class GridResult:
     # --- reading and plotting -------------------------------------------------------
 
     def _label(self, values: tuple[Any, ...]) -> str:
-        return ", ".join(f"{key}={_shown(v)}" for key, v in zip(self.keys, values))
+        return ", ".join(f"{key}={format_value(v)}" for key, v in zip(self.keys, values))
 
     def table(self) -> str:
         """One line per combination: values, lr, min_lr, max_lr, lowest loss (:func:`lowest_loss`), confidence.
@@ -277,7 +275,7 @@ class GridResult:
             chosen: int | None = self.best_index
         except UnusableCurveError:
             chosen = None
-        cells = [[_shown(v) for v in values] for values in self.results]
+        cells = [[format_value(v) for v in values] for values in self.results]
         widths = [max([len(k)] + [len(c[j]) for c in cells]) for j, k in enumerate(self.keys)]
         head = "  ".join(k.ljust(w) for k, w in zip(self.keys, widths))
         confirmed = [_confirmed_loss(r) for r in self.results.values()]
@@ -426,14 +424,6 @@ class GridResult:
         return from_file(cls.from_dict, path)
 
 
-def _shown(value: Any) -> str:
-    if isinstance(value, tuple):
-        return "(" + ", ".join(_shown(v) for v in value) + ")"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def _saved_value(where: str, value: Any) -> None:
     """A saved hyperparameter value must be what a grid holds: a number, true/false, or a list of numbers."""
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -457,46 +447,7 @@ def _tupled(value: Any) -> Any:
     return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
 
 
-def _as_float(lr: Any) -> float:
-    return float(lr.detach().cpu()) if isinstance(lr, torch.Tensor) else float(lr)
-
-
 # --- running the grid --------------------------------------------------------------------
-
-
-def _combinations(grid: Any, optimizer: Any, fixed: dict[str, Any]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
-    """Check ``grid`` against ``optimizer`` (before anything runs); its keys and value tuples in grid order."""
-    if not isinstance(grid, Mapping) or not grid:
-        raise TypeError(
-            "grid must be a non-empty dict of param-group keys to lists of values, e.g. "
-            f"{{'weight_decay': [0, 1e-4, 1e-3]}}, got {type(grid).__name__} {grid!r:.60}"
-        )
-    columns: list[list[Any]] = []
-    for key, values in grid.items():
-        if key in fixed:
-            raise ValueError(f"{key!r} is both in grid and in hyperparams; give it in one of them")
-        if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
-            raise TypeError(f"grid[{key!r}] must be a list of values, got {type(values).__name__} {values!r:.60}")
-        values = list(values)
-        if not values:
-            raise ValueError(f"grid[{key!r}] is empty: give at least one value")
-        current = optimizer.param_groups[0].get(key)
-        if isinstance(current, (tuple, list)) and all(isinstance(v, (int, float)) for v in values):
-            raise TypeError(
-                f"grid[{key!r}] must be a list of values, each a tuple like the optimizer's {tuple(current)!r}, "
-                f"e.g. {{{key!r}: [{tuple(current)!r}, ...]}}, got {values!r:.60}"
-            )
-        checked = []
-        for i, value in enumerate(values):
-            try:
-                checked.append(check_hyperparams({key: value}, optimizer)[key])
-            except (TypeError, ValueError) as err:
-                raise type(err)(f"grid[{key!r}][{i}]: {err}") from None
-        for i, value in enumerate(checked):
-            if value in checked[:i]:
-                raise ValueError(f"grid[{key!r}] holds {_shown(value)} twice (items {checked.index(value)} and {i})")
-        columns.append(checked)
-    return tuple(grid), list(itertools.product(*columns))
 
 
 def _current(optimizer: Any, keys: tuple[str, ...], keep_zero_groups: bool) -> tuple[Any, ...] | None:
@@ -577,7 +528,7 @@ def range_test_grid(
     """
     check_optimizer(optimizer)
     fixed = check_hyperparams(options.pop("hyperparams", None), optimizer)
-    keys, combinations = _combinations(grid, optimizer, fixed)
+    keys, combinations = grid_combinations(grid, optimizer, fixed)
     if len(combinations) > 1 and isinstance(loader, Iterator):
         raise ValueError(
             "range_test_grid needs a re-iterable loader (a DataLoader, a list): every sweep starts over from the "
@@ -598,7 +549,7 @@ def range_test_grid(
     results: dict[tuple[Any, ...], RangeTestResult] = {}
     for n, values in enumerate(combinations, 1):
         hyperparams = {**fixed, **dict(zip(keys, values))}
-        label = ", ".join(f"{k}={_shown(v)}" for k, v in zip(keys, values))
+        label = ", ".join(f"{k}={format_value(v)}" for k, v in zip(keys, values))
         logger.info("grid sweep %d/%d: %s", n, len(combinations), label)
         steps = 0
         try:

@@ -165,7 +165,7 @@ def _finish(fig: Any, ax: Any, title: str, path: Any, created: bool, all_ranks: 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="lower left")
     if path is not None:
-        from .distributed import is_rank_zero
+        from ._distributed import is_rank_zero
 
         if all_ranks or is_rank_zero():
             save_figure(fig, path, dpi=110, bbox_inches="tight")

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from .._checks import keyword_options
+from .._range_test import RangeTest
+from .._result import RangeTestResult
 from ..analysis import UnusableCurveError
-from ..context import RangeTest
-from ..result import RangeTestResult
 
 __all__ = ["check_options", "per_group_range", "suggestion"]
 

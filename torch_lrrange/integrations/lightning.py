@@ -19,13 +19,13 @@ from typing import Any
 
 import torch
 
+from .._distributed import is_rank_zero
+from .._loaders import LoaderState
 from .._modes import Modes
 from .._optional import require
-from ..context import RangeTest
-from ..distributed import is_rank_zero
-from ..loaders import LoaderState
-from ..result import RangeTestResult
-from ..rng import isolated
+from .._range_test import RangeTest
+from .._result import RangeTestResult
+from .._rng import isolated
 from ._common import check_options, per_group_range, suggestion
 
 __all__ = ["lr_range_test"]

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from .._distributed import is_rank_zero
 from .._optional import require
-from ..context import RangeTest
-from ..distributed import is_rank_zero
-from ..result import RangeTestResult
+from .._range_test import RangeTest
+from .._result import RangeTestResult
 from ._common import check_options, per_group_range, suggestion
 
 __all__ = ["lr_range_test"]

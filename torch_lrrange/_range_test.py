@@ -14,12 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distributed
+from . import _distributed as distributed
 from ._checks import (
     MODES,
     check_bool,
     check_choice,
-    check_hyperparams,
     check_int,
     check_loader,
     check_lr_range,
@@ -27,18 +26,18 @@ from ._checks import (
     check_optimizer,
     check_stateful,
     check_threshold,
-    hyperparam_groups,
     is_per_group,
 )
+from ._confirmation import COUNT, CandidateRuns, Confirmation, confirm_steps
+from ._divergence import DEFAULT_THRESHOLD
+from ._hyperparams import check_hyperparams, hyperparam_groups, set_hyperparams
+from ._loaders import LoaderState
+from ._progress import Progress
+from ._result import RangeTestResult, analyze
+from ._schedule import lr_table
+from ._snapshot import WHERE, Snapshot
+from ._sweep import Sweep
 from .analysis import METHODS
-from .confirm import COUNT, CandidateRuns, Confirmation, confirm_steps
-from .divergence import DEFAULT_THRESHOLD
-from .loaders import LoaderState
-from .progress import Progress
-from .result import RangeTestResult, analyze
-from .schedule import lr_table
-from .snapshot import WHERE, Snapshot
-from .sweep import Sweep
 
 __all__ = ["RangeTest"]
 
@@ -58,7 +57,7 @@ class RangeTest:
     optimizer step, after ``optimizer.step()``: it stores the loss (on its
     device, no host sync) and moves the LR to the next value. The sweep ends
     after ``num_steps`` points, or once it diverges (see
-    :mod:`torch_lrrange.divergence`); :meth:`batches` and :attr:`done` tell
+    :mod:`torch_lrrange._divergence`); :meth:`batches` and :attr:`done` tell
     the loop when to stop. On exit (also on an exception or KeyboardInterrupt,
     which then propagates) everything is restored bit-exactly, and after a
     normal exit :attr:`result` holds the :class:`RangeTestResult`.
@@ -87,7 +86,7 @@ class RangeTest:
         process_group: the ``torch.distributed`` group to average losses over
             (one ``all_reduce`` per check window, so every rank stops at the same
             step and gets the same result; every rank must record the same number
-            of points, see :mod:`torch_lrrange.distributed`); default the world
+            of points, see :mod:`torch_lrrange._distributed`); default the world
             group when one is initialised.
         progress: show a progress bar (None: when stderr is a terminal, on rank 0). Default None.
         hyperparams: param-group keys held at a value for the sweep (and every
@@ -95,7 +94,7 @@ class RangeTest:
             restored with everything else. Every group must hold each key
             (``lr`` is swept and cannot be set). Default none.
         confirm: after the sweep, confirm the LR by short runs inside the same
-            loop (:mod:`torch_lrrange.confirm`): ``True`` (100 optimizer steps per
+            loop (:mod:`torch_lrrange._confirmation`): ``True`` (100 optimizer steps per
             run), an int >= 1 (steps per run) or False. Each of the 6 candidate
             LRs, half a decade apart below where the curve climbs back above its
             start, trains from the snapshot on the same batches: the loop must
@@ -293,7 +292,7 @@ class RangeTest:
     def _new_sweep(self) -> Sweep:
         reducer, progress = self._reducer, self._progress
         assert reducer is not None and progress is not None, "only inside the block"
-        _set_hyperparams(self.optimizer, self.hyperparams, self._hyperparam_groups)
+        set_hyperparams(self.optimizer, self.hyperparams, self._hyperparam_groups)
         done = len(self._runs) * self.num_steps
         return Sweep(
             self.optimizer,
@@ -427,7 +426,7 @@ class RangeTest:
         candidates, snapshot = self._candidates, self._snapshot
         assert candidates is not None and snapshot is not None
         snapshot.restore()
-        _set_hyperparams(self.optimizer, self.hyperparams, self._hyperparam_groups)
+        set_hyperparams(self.optimizer, self.hyperparams, self._hyperparam_groups)
         candidates.begin()
         self._recorder = candidates
         self._restarts += 1
@@ -587,22 +586,3 @@ class RangeTest:
             for key, chosen in self._hyperparam_groups.items()
             if len(chosen) < len(everyone)
         }
-
-
-def _set_hyperparams(optimizer: Any, hyperparams: dict[str, Any], groups: dict[str, list[int]]) -> None:
-    """Write checked ``hyperparams`` into the param groups ``groups[key]`` lists (see
-    :func:`~torch_lrrange._checks.hyperparam_groups`); tensors are filled in place (identity kept)."""
-    for key, value in hyperparams.items():
-        for i in groups[key]:
-            group = optimizer.param_groups[i]
-            current = group[key]
-            if isinstance(value, tuple):
-                group[key] = type(current)(_filled(c, v) for c, v in zip(current, value))
-            else:
-                group[key] = _filled(current, value)
-
-
-def _filled(current: Any, value: Any) -> Any:
-    if isinstance(current, torch.Tensor):
-        return current.fill_(value)
-    return value

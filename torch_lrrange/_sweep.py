@@ -4,7 +4,7 @@ A :class:`Sweep` is what one repeat of a :class:`~torch_lrrange.RangeTest`
 runs. Each :meth:`Sweep.push` takes the loss of the optimizer step just taken
 (kept on its device) and moves the LR to the next value of the schedule. Every
 ``check_every`` points the window of losses goes to the host in one read
-(:class:`~torch_lrrange.divergence.WindowReader`) and the divergence rule
+(:class:`~torch_lrrange._divergence.WindowReader`) and the divergence rule
 decides whether to stop. The sweep ends after ``num_steps`` points or at the
 first window holding a diverged point; :meth:`Sweep.close` then returns every
 loss read, also those past divergence: where the curve is cut is decided once,
@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
-from .distributed import LossReducer
-from .divergence import DEFAULT_BETA, DivergenceRule, WindowReader
-from .guard import GUARDED_KEYS, GroupGuard
-from .schedule import LRRangeScheduler
+from ._distributed import LossReducer
+from ._divergence import DEFAULT_BETA, DivergenceRule, WindowReader
+from ._guard import GUARDED_KEYS, GroupGuard
+from ._schedule import LRRangeScheduler
 
 __all__ = ["Sweep"]
 
@@ -42,7 +42,7 @@ class Sweep:
     ``on_window(step, lr, smoothed)`` is called after each host read, with
     values already on the host (progress display: no extra sync). The param
     groups' LR, ``momentum``/``betas`` and the ``hold`` keys are kept at the
-    sweep's values before every optimizer step (:class:`~torch_lrrange.guard.GroupGuard`)
+    sweep's values before every optimizer step (:class:`~torch_lrrange._guard.GroupGuard`)
     until :meth:`close` or :meth:`release`.
     """
 
@@ -73,7 +73,7 @@ class Sweep:
         self._on_window = on_window
         self._buffer: torch.Tensor | None = None  # one window of losses, on the loss's device
         self.guard = GroupGuard(optimizer, GUARDED_KEYS + hold)  # last: nothing after it can fail
-        self.guard.expect(self.scheduler._row)
+        self.guard.expect(self.scheduler.current_lrs)
 
     @property
     def lr(self) -> float:
@@ -103,7 +103,7 @@ class Sweep:
             self.ended = True
             return True
         self.scheduler.step()
-        guard.row = self.scheduler._row
+        guard.row = self.scheduler.current_lrs
         if guard.tensor_lr:
             guard.expect(guard.row)
         if len(self.window) >= self.check_every:

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from torch_lrrange import RangeTest, RangeTestResult, analyze, range_test, range_test_grid
-from torch_lrrange.confirm import COUNT, MAX_FACTOR, SPACING, STEPS, Confirmation, candidates, choose, run_score
+from torch_lrrange._confirmation import COUNT, MAX_FACTOR, SPACING, STEPS, Confirmation, candidates, choose, run_score
 
 
 def test_candidates_lie_half_a_decade_apart_below_the_climb_point():

@@ -277,8 +277,8 @@ def load_make(target: str) -> Any:
 
 def _allowed_options() -> list[str]:
     from ._checks import keyword_options
-    from .context import RangeTest
-    from .runner import range_test
+    from ._one_call import range_test
+    from ._range_test import RangeTest
 
     return keyword_options(RangeTest, range_test)
 
@@ -396,7 +396,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import torch
 
     from . import demo
-    from .runner import range_test
+    from ._one_call import range_test
 
     if args.dataset == "mnist" and args.data_dir is None:
         parser.error("argument --dataset: mnist needs --data-dir DIR, the folder holding MNIST/raw/")
@@ -452,7 +452,7 @@ def _train(setup: Any, result: Any, epochs: int) -> None:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import torch
 
-    from .runner import range_test
+    from ._one_call import range_test
 
     try:
         make = load_make(args.target)
@@ -486,9 +486,10 @@ def _run_grid(
     out: str,
 ) -> int:
     """``run --grid``: the grid of range tests, its table and choice; 0 if a curve is usable, 1 if none."""
-    from ._checks import check_hyperparams, check_optimizer
+    from ._checks import check_optimizer
+    from ._hyperparams import check_hyperparams, format_value, grid_combinations
     from .analysis import UnusableCurveError
-    from .grid import _combinations, _shown, range_test_grid
+    from .grid import range_test_grid
 
     grid: dict[str, list[Any]] = {}
     for key, values in specs:
@@ -497,7 +498,7 @@ def _run_grid(
         grid[key] = values
     try:  # the grid's own checks, as a usage error, before anything runs
         check_optimizer(setup["optimizer"])
-        _combinations(grid, setup["optimizer"], check_hyperparams(options.get("hyperparams"), setup["optimizer"]))
+        grid_combinations(grid, setup["optimizer"], check_hyperparams(options.get("hyperparams"), setup["optimizer"]))
     except (TypeError, ValueError) as err:
         parser.error(f"argument --grid: {err}")
     result = range_test_grid(
@@ -510,7 +511,7 @@ def _run_grid(
         print(f"no usable suggestion: {err}")
         status = 1
     else:
-        print("best    " + ", ".join(f"{k}={_shown(v)}" for k, v in chosen.items()))
+        print("best    " + ", ".join(f"{k}={format_value(v)}" for k, v in chosen.items()))
         print(f"lr      {best.lr:.3g}    constant-LR training")
         print(f"min_lr  {best.min_lr:.3g}    CyclicLR base_lr")
         print(f"max_lr  {best.max_lr:.3g}    CyclicLR / OneCycleLR max_lr")
@@ -520,7 +521,7 @@ def _run_grid(
 
 
 def _plot(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .result import RangeTestResult
+    from ._result import RangeTestResult
 
     try:
         saved = RangeTestResult.load(args.json)

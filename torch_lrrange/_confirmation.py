@@ -38,10 +38,10 @@ import numpy as np
 import torch
 
 from ._checks import check_choice, check_int, check_positive_float
-from .distributed import LossReducer
-from .divergence import to_host
-from .guard import GUARDED_KEYS, GroupGuard
-from .schedule import group_lrs
+from ._distributed import LossReducer
+from ._divergence import to_host
+from ._guard import GUARDED_KEYS, GroupGuard
+from ._schedule import group_lrs
 
 __all__ = [
     "BY",
@@ -265,8 +265,8 @@ class CandidateRuns:
     :meth:`begin`, feeds each recorded loss to :meth:`push` until it returns
     True, then :meth:`end_run`; after the last run :meth:`choose` reads the
     winner. Each candidate sets every param group's LR keeping the sweep's
-    per-group ratios (:func:`~torch_lrrange.schedule.group_lrs`), held before
-    every optimizer step like the sweep's (:class:`~torch_lrrange.guard.GroupGuard`).
+    per-group ratios (:func:`~torch_lrrange._schedule.group_lrs`), held before
+    every optimizer step like the sweep's (:class:`~torch_lrrange._guard.GroupGuard`).
     Losses stay on their device during a run and are read once, at its end.
     """
 

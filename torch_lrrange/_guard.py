@@ -100,7 +100,7 @@ class GroupGuard:
                     current.fill_(lr)
                     self.versions[i] = current._version
             elif isinstance(current, torch.Tensor) or current != lr:
-                self.moved.append(f"group {i} lr {lr:.4g} -> {_shown(current)} {when}")
+                self.moved.append(f"group {i} lr {lr:.4g} -> {_described(current)} {when}")
                 group["lr"] = lr
             for key, value in held:
                 if group[key] != value:
@@ -111,7 +111,7 @@ class GroupGuard:
         self._handle.remove()
 
 
-def _shown(value: Any) -> str:
+def _described(value: Any) -> str:
     return "a tensor" if isinstance(value, torch.Tensor) else f"{value!r}"
 
 

@@ -12,6 +12,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from ._checks import (
     MODES,
+    as_float,
     check_choice,
     check_int,
     check_lr_range,
@@ -114,14 +115,14 @@ class LRRangeScheduler(LRScheduler):
         mode = check_choice("mode", mode, MODES)
         last_epoch = check_int("last_epoch", last_epoch, minimum=-1)
         if last_epoch == -1:
-            base = [_as_float(g["lr"]) for g in groups]
+            base = [as_float(g["lr"]) for g in groups]
         else:
             missing = [i for i, g in enumerate(groups) if "initial_lr" not in g]
             if missing:
                 raise KeyError(
                     f"param_groups{missing} lack 'initial_lr', needed to resume with last_epoch={last_epoch}"
                 )
-            base = [_as_float(g["initial_lr"]) for g in groups]
+            base = [as_float(g["initial_lr"]) for g in groups]
         if not per_group:
             if base[0] <= 0 or not all(math.isfinite(b) and b >= 0 for b in base):
                 raise ValueError(
@@ -140,7 +141,7 @@ class LRRangeScheduler(LRScheduler):
         self.end_lrs = ends
         self.num_steps = num_steps
         self.mode = mode
-        self.base_lrs = [_as_float(g["initial_lr"]) for g in groups]
+        self.base_lrs = [as_float(g["initial_lr"]) for g in groups]
         self._table = table
         self.last_epoch = last_epoch
         self._step_count = 0
@@ -150,6 +151,11 @@ class LRRangeScheduler(LRScheduler):
     def lrs(self) -> list[float]:
         """LRs of param group 0 at every step of the sweep, in order."""
         return [row[0] for row in self._table]
+
+    @property
+    def current_lrs(self) -> tuple[float, ...]:
+        """The LR of each param group set by the last step, as floats (no tensor is made, unlike ``get_last_lr``)."""
+        return self._row
 
     def get_lr(self) -> list[float | torch.Tensor]:
         """LR of each param group at the current step (``last_epoch``)."""
@@ -250,8 +256,3 @@ def group_lrs(lr: float, starts: list[float], ends: list[float], mode: str) -> l
     t = min(max(t, 0.0), 1.0)
     at = [s * (e / s) ** t if mode == "exp" else s + (e - s) * t for s, e in zip(starts, ends)]
     return [lr] + [lr * a / at[0] for a in at[1:]]
-
-
-def _as_float(lr: Any) -> float:
-    # One host read at construction, never per step.
-    return float(lr.detach().cpu()) if isinstance(lr, torch.Tensor) else float(lr)

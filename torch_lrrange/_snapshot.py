@@ -27,7 +27,7 @@ from torch import nn
 
 from ._checks import check_choice, check_optimizer, check_stateful
 from ._modes import Modes
-from .rng import rng_state, set_rng_state
+from ._rng import rng_state, set_rng_state
 
 __all__ = ["WHERE", "Snapshot", "SnapshotError"]
 

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from ._checks import check_threshold
+from ._confirmation import Confirmation
+from ._divergence import DEFAULT_THRESHOLD
 from ._files import from_file, write_json
 from .analysis import METHODS, Suggestion, UnusableCurveError, suggest
-from .confirm import Confirmation
-from .divergence import DEFAULT_THRESHOLD
 
 __all__ = ["RangeTestResult", "analyze"]
 
@@ -248,7 +248,7 @@ class RangeTestResult:
         ``torch.distributed`` with several ranks (which all hold the same
         result) only rank 0 writes, unless ``all_ranks=True``.
         """
-        from .distributed import is_rank_zero
+        from ._distributed import is_rank_zero
 
         if not (all_ranks or is_rank_zero()):
             return False

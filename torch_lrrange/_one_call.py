@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from ._checks import check_int, check_loader, check_positive_float, check_stateful, keyword_options
+from ._confirmation import confirm_steps as check_confirm
+from ._loaders import LoaderState, Passes
 from ._modes import evaluating
-from .confirm import confirm_steps as check_confirm
-from .context import RangeTest
-from .loaders import LoaderState, Passes
-from .result import RangeTestResult
+from ._range_test import RangeTest
+from ._result import RangeTestResult
 
 logger = logging.getLogger("torch_lrrange")
 
@@ -121,7 +121,7 @@ def range_test(
         val_every: optimizer steps per point in validation-loss mode, int >= 1. Default 1.
         val_batches: validation batches per point of the sweep, int >= 1, or None for the
             whole ``val_loader`` at every point. Default 8 (bounds the sweep's validation cost).
-        confirm: after the sweep, confirm the LR by short runs (:mod:`torch_lrrange.confirm`,
+        confirm: after the sweep, confirm the LR by short runs (:mod:`torch_lrrange._confirmation`,
             ``RangeTest(confirm=)``): from the same snapshot and on the same batches,
             ``confirm.COUNT`` (6) constant candidate LRs half a decade apart below the
             curve's climb point, ``confirm`` optimizer steps each (``True``: ``confirm.STEPS``,
