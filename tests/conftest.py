@@ -1,4 +1,4 @@
-"""Fixtures for every test: fixed seeds, one intra-op thread."""
+"""Fixtures for every test: fixed seeds, one intra-op thread; ``setup`` for the bad-input tests."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from _statecheck import make_setup
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +24,10 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def setup():
+    """A model, optimizer, data and loss function with everything a restore must handle (``make_setup``)."""
+    model, opt, data, loss_fn, _ = make_setup()
+    return model, opt, data, loss_fn
