@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from _quality_tasks import Task, fit
+from _quality_tasks import Cache, Task, fit
 
 from torch_lrrange import RangeTest, Snapshot, range_test
 
@@ -49,6 +49,11 @@ def sweep(task: Task, num_steps: int, repeats: int = 1) -> dict[str, list[float]
         progress=False,
     )
     return {"lrs": result.lrs.tolist(), "losses": result.losses.tolist()}
+
+
+def curve(cache: Cache, task: Task, num_steps: int) -> dict[str, list[float]]:
+    """:func:`sweep`'s curve, cached under ``"<task>|raw|<num_steps>"``."""
+    return cache.get(f"{task.name}|raw|{num_steps}", lambda: sweep(task, num_steps))
 
 
 def validation_sweep(task: Task, num_steps: int, own_loop: bool) -> dict[str, list[float]]:
