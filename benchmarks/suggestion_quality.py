@@ -40,6 +40,7 @@ Everything trained is cached in ``benchmarks/.cache/`` (delete it to retrain).
     python benchmarks/suggestion_quality.py                       # both splits, 100- and 200-step sweeps
     python benchmarks/suggestion_quality.py --options             # validation sweeps, confirmation, LR-free
     python benchmarks/suggestion_quality.py --verbose --split tuning --num-steps 100
+    python benchmarks/suggestion_quality.py --cases                # the small cases (_quality_cases.py), ~2 min
 """
 
 from __future__ import annotations
@@ -215,10 +216,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--options", action="store_true", help="also measure the options beyond the rule")
     parser.add_argument("--no-peers", action="store_true", help="skip torch-lr-finder and Lightning")
     parser.add_argument("--verbose", action="store_true", help="print every case")
+    parser.add_argument(
+        "--cases", nargs="*", help="only the small cases of _quality_cases.py (these names, or all): bands and readings"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("torch_lrrange").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="torch_lrrange")
+    if args.cases is not None:
+        import _quality_cases
+
+        _quality_cases.report(args.cases)
+        return
     all_tasks = selected(args)
     train_cache, curve_cache = Cache("trained.json"), Cache("curves.json")
 

@@ -1,13 +1,20 @@
-"""Fixtures for every test: fixed seeds, one intra-op thread; ``setup`` for the bad-input tests."""
+"""Fixtures for every test: fixed seeds, one intra-op thread; ``setup`` for the bad-input tests.
+
+``benchmarks/`` is importable: the suggestion-case tests share the benchmark's harness.
+"""
 
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from _statecheck import make_setup
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 @pytest.fixture(autouse=True)
