@@ -49,14 +49,15 @@ class BNCNN(nn.Module):
 class MnistExampleNet(nn.Module):
     """The network of PyTorch's ``examples/mnist/main.py`` (two convs, dropout, log-softmax), for 8x8 inputs."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 32) -> None:
+        """``width``: the first conv's channels (PyTorch's 32); the second has twice as many, ``fc1`` four times."""
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, 1, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, 1, padding=1)
+        self.conv1 = nn.Conv2d(1, width, 3, 1, padding=1)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, 1, padding=1)
         self.dropout1 = nn.Dropout(0.25)
         self.dropout2 = nn.Dropout(0.5)
-        self.fc1 = nn.Linear(64 * 4 * 4, 128)
-        self.fc2 = nn.Linear(128, 10)
+        self.fc1 = nn.Linear(2 * width * 4 * 4, 4 * width)
+        self.fc2 = nn.Linear(4 * width, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv1(x))

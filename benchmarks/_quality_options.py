@@ -1,6 +1,6 @@
 """The benchmark's range tests, and the options beyond the rule, measured on the same tasks.
 
-* :func:`sweep`: the range test a user runs (``range_test`` on the task's
+* :func:`range_test_of`, :func:`sweep`: the range test a user runs (``range_test`` on the task's
   training loader), its raw curve kept whole so every rule can read it.
 * :func:`validation_sweep`: the same sweep reading the validation loss, either
   through ``range_test(..., val_loader=)`` (the whole validation set after each
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from _quality_tasks import Task, fit
+from _quality_tasks import Cache, Task, fit
 
 from torch_lrrange import RangeTest, Snapshot, range_test
 
@@ -32,11 +32,11 @@ def _loss_fn(task: Task) -> Callable[[Any, Any], torch.Tensor]:
     return lambda m, b: task.loss(m(b[0]), b[1])
 
 
-def sweep(task: Task, num_steps: int, repeats: int = 1) -> dict[str, list[float]]:
-    """One range test of the task from seed 0's weights (1e-6 to 10): its LRs and raw losses."""
+def range_test_of(task: Task, num_steps: int, **kwargs: Any) -> Any:
+    """``range_test`` of the task from seed 0's weights and batch order (1e-6 to 10); ``kwargs`` go to it."""
     model = task.build(0)
     opt = task.optimizer(model.parameters(), 1e-3)
-    result = range_test(
+    return range_test(
         model,
         opt,
         task.loader(0),
@@ -44,11 +44,20 @@ def sweep(task: Task, num_steps: int, repeats: int = 1) -> dict[str, list[float]
         start_lr=START_LR,
         end_lr=END_LR,
         num_steps=num_steps,
-        repeats=repeats,
-        diverge_threshold=RECORD_THRESHOLD,
         progress=False,
+        **kwargs,
     )
+
+
+def sweep(task: Task, num_steps: int, repeats: int = 1) -> dict[str, list[float]]:
+    """One range test of the task from seed 0's weights (1e-6 to 10): its LRs and raw losses."""
+    result = range_test_of(task, num_steps, repeats=repeats, diverge_threshold=RECORD_THRESHOLD)
     return {"lrs": result.lrs.tolist(), "losses": result.losses.tolist()}
+
+
+def curve(cache: Cache, task: Task, num_steps: int) -> dict[str, list[float]]:
+    """:func:`sweep`'s curve, cached under ``"<task>|raw|<num_steps>"``."""
+    return cache.get(f"{task.name}|raw|{num_steps}", lambda: sweep(task, num_steps))
 
 
 def validation_sweep(task: Task, num_steps: int, own_loop: bool) -> dict[str, list[float]]:

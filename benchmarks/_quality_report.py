@@ -21,9 +21,20 @@ import math
 
 import _quality_options as options
 import numpy as np
-from _quality_rules import case, interpolated, regret
-from _quality_tasks import HELD_OUT, TUNING, Cache, Task, score
-from suggestion_quality import CEILING_NOTE, CEILING_ROWS, PROTOCOLS, SEEDS, Rows, curve, grid_search, ours, print_table
+from _quality_options import curve
+from _quality_rules import Rows, case, interpolated, ours, print_table, regret
+from _quality_tasks import (
+    CEILING_NOTE,
+    CEILING_ROWS,
+    HELD_OUT,
+    PROTOCOLS,
+    SEEDS,
+    TUNING,
+    Cache,
+    Task,
+    grid_search,
+    score,
+)
 
 from torch_lrrange import _confirmation as confirm
 from torch_lrrange import analyze

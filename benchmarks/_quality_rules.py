@@ -20,8 +20,11 @@ same sweep.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+
+from torch_lrrange import UnusableCurveError, analyze
 
 FASTAI_RULES = ("valley", "steep", "minimum", "slide")
 
@@ -146,3 +149,34 @@ def case(kind: str, grid: np.ndarray, scores: np.ndarray, lr: float | None) -> d
         "regret": regret(kind, best, interpolated(grid, scores, lr)),
         "none": False,
     }
+
+
+def ours(raw: dict[str, list[float]], method: str, **kwargs: Any) -> dict[str, float | None]:
+    """``{protocol: lr}`` of one of our methods on a raw curve (None where it gives no LR)."""
+    result = analyze(raw["lrs"], raw["losses"], method=method, **kwargs)
+    try:
+        return {"constant": result.lr, "onecycle": result.max_lr}
+    except UnusableCurveError:
+        return {"constant": None, "onecycle": None}
+
+
+#: ``{method: [case, ...]}``: each method's scored cases (:func:`case`, with task, protocol and lr added).
+Rows = dict[str, list[dict[str, Any]]]
+
+
+def print_table(title: str, rows: Rows, extra: dict[str, str] | None = None) -> None:
+    """One line per method: share in band, distances to the best LR and the band, mean regret; ``extra`` notes."""
+    print(f"\n{title}")
+    print(
+        f"{'method':22s} {'in-band':>8s} {'mean|dlog10|':>13s} {'max|dlog10|':>12s} {'>1 decade':>10s} "
+        f"{'to band':>8s} {'regret':>7s}"
+    )
+    for method, cs in rows.items():
+        inband = np.mean([c["in_band"] for c in cs])
+        dist = [c["dist"] for c in cs]
+        far = sum(d > 1.0 for d in dist)
+        note = f"  {extra[method]}" if extra and method in extra else ""
+        print(
+            f"{method:22s} {inband:8.0%} {np.mean(dist):13.2f} {np.max(dist):12.2f} {far:6d}/{len(cs):<3d} "
+            f"{np.mean([c['band_dist'] for c in cs]):8.2f} {np.mean([c['regret'] for c in cs]):7.2f}{note}"
+        )

@@ -42,6 +42,13 @@ TUNING, HELD_OUT = "tuning", "held-out"
 CEILING_SEEDS = (2, 3)
 #: LRs in a ground-truth grid, a third of a decade apart (five decades).
 GRID_SIZE = 16
+#: How each grid LR is trained: at a constant LR (the task's own warm-up or StepLR around it), or OneCycleLR.
+PROTOCOLS = ("constant", "onecycle")
+#: Seeds of the ground truth: its scores are the mean over them.
+SEEDS = (0, 1)
+#: The reference rows: a grid search at each of ``CEILING_SEEDS``.
+CEILING_ROWS = {f"grid-search-seed{seed}": seed for seed in CEILING_SEEDS}
+CEILING_NOTE = "reference: 16 full training runs per protocol at another seed"
 
 
 @dataclass
@@ -651,3 +658,25 @@ def trained(
         value = cache.get(key, lambda seed=seed: train(task, lr, protocol, seed, hyper))
         values.append(score(task, math.nan if value is None else value))
     return float(np.mean(values))
+
+
+# --- ground truth ---------------------------------------------------------------
+
+
+def truth(cache: Cache, task: Task, seeds: tuple[int, ...] = SEEDS) -> dict[str, np.ndarray]:
+    """``{protocol: mean score at each grid LR}``."""
+    return {p: np.array([trained(cache, task, lr, p, seeds) for lr in task.grid()]) for p in PROTOCOLS}
+
+
+def grid_search(cache: Cache, task: Task) -> dict[str, dict[str, float | None]]:
+    """``{row: {protocol: lr}}``: the best LR of the whole grid trained at each seed of ``CEILING_ROWS``.
+
+    Scored against the ground truth of ``SEEDS`` like any suggestion, they show how
+    often the best LR of one seed is in the band of others: the ceiling that
+    seed-to-seed noise puts on any method, at 16 times the training budget.
+    """
+    grid, out = task.grid(), {}
+    for row, seed in CEILING_ROWS.items():
+        scores = truth(cache, task, (seed,))
+        out[row] = {p: float(grid[int(np.argmax(scores[p]))]) for p in PROTOCOLS}
+    return out

@@ -74,10 +74,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _quality_options import END_LR, START_LR
 from _quality_rules import regret
-from _quality_tasks import CEILING_SEEDS, Cache, Task, tasks, trained
+from _quality_tasks import CEILING_SEEDS, PROTOCOLS, Cache, Task, tasks, trained
 
 NUM_STEPS = 100
-PROTOCOLS = ("constant", "onecycle")
 
 #: The only tasks looked at while the rule was derived; all others are held out.
 TUNING = ("mlp-digits/sgd", "cnn-digits/adam", "lstm-seq/adamw")

@@ -40,6 +40,7 @@ Everything trained is cached in ``benchmarks/.cache/`` (delete it to retrain).
     python benchmarks/suggestion_quality.py                       # both splits, 100- and 200-step sweeps
     python benchmarks/suggestion_quality.py --options             # validation sweeps, confirmation, LR-free
     python benchmarks/suggestion_quality.py --verbose --split tuning --num-steps 100
+    python benchmarks/suggestion_quality.py --cases                # the small cases (_quality_cases.py), ~2 min
 """
 
 from __future__ import annotations
@@ -60,44 +61,29 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _quality_options as options
-from _quality_rules import case, fastai_suggestions
-from _quality_tasks import CEILING_SEEDS, HELD_OUT, TUNING, Cache, Task, tasks, trained
+from _quality_options import curve
+from _quality_rules import Rows, band, case, fastai_suggestions, ours, print_table
+from _quality_tasks import (
+    CEILING_NOTE,
+    CEILING_ROWS,
+    HELD_OUT,
+    PROTOCOLS,
+    SEEDS,
+    TUNING,
+    Cache,
+    Task,
+    grid_search,
+    tasks,
+    truth,
+)
 
-from torch_lrrange import METHODS, UnusableCurveError, analyze
+from torch_lrrange import METHODS
 
 START_LR, END_LR = options.START_LR, options.END_LR
-PROTOCOLS = ("constant", "onecycle")
-SEEDS = (0, 1)
-#: The reference rows: a grid search at each of ``CEILING_SEEDS``.
-CEILING_ROWS = {f"grid-search-seed{seed}": seed for seed in CEILING_SEEDS}
-CEILING_NOTE = "reference: 16 full training runs per protocol at another seed"
 SPLITS = (HELD_OUT, TUNING)
 
 
 # --- ground truth and sweeps ------------------------------------------------------------------
-
-
-def truth(cache: Cache, task: Task, seeds: tuple[int, ...] = SEEDS) -> dict[str, np.ndarray]:
-    """``{protocol: mean score at each grid LR}``."""
-    return {p: np.array([trained(cache, task, lr, p, seeds) for lr in task.grid()]) for p in PROTOCOLS}
-
-
-def grid_search(cache: Cache, task: Task) -> dict[str, dict[str, float | None]]:
-    """``{row: {protocol: lr}}``: the best LR of the whole grid trained at each seed of ``CEILING_ROWS``.
-
-    Scored against the ground truth of ``SEEDS`` like any suggestion, they show how
-    often the best LR of one seed is in the band of others: the ceiling that
-    seed-to-seed noise puts on any method, at 16 times the training budget.
-    """
-    grid, out = task.grid(), {}
-    for row, seed in CEILING_ROWS.items():
-        scores = truth(cache, task, (seed,))
-        out[row] = {p: float(grid[int(np.argmax(scores[p]))]) for p in PROTOCOLS}
-    return out
-
-
-def curve(cache: Cache, task: Task, num_steps: int) -> dict[str, list[float]]:
-    return cache.get(f"{task.name}|raw|{num_steps}", lambda: options.sweep(task, num_steps))
 
 
 def torch_lr_finder_lr(task: Task, num_steps: int) -> float | None:
@@ -176,15 +162,6 @@ PEERS: dict[str, tuple[str, Callable[[Task, int], float | None]]] = {
 # --- suggestions and scores ----------------------------------------------------------------
 
 
-def ours(raw: dict[str, list[float]], method: str, **kwargs: Any) -> dict[str, float | None]:
-    """``{protocol: lr}`` of one of our methods on a raw curve (None where it gives no LR)."""
-    result = analyze(raw["lrs"], raw["losses"], method=method, **kwargs)
-    try:
-        return {"constant": result.lr, "onecycle": result.max_lr}
-    except UnusableCurveError:
-        return {"constant": None, "onecycle": None}
-
-
 def suggestions(
     task: Task, raw: dict[str, list[float]], peers: dict[str, float | None], num_steps: int
 ) -> dict[str, dict[str, float | None]]:
@@ -197,9 +174,6 @@ def suggestions(
     return out
 
 
-Rows = dict[str, list[dict[str, Any]]]
-
-
 def score_task(task: Task, gt: dict[str, np.ndarray], methods: dict[str, dict[str, float | None]], rows: Rows) -> None:
     for method, by_protocol in methods.items():
         for protocol in PROTOCOLS:
@@ -208,29 +182,10 @@ def score_task(task: Task, gt: dict[str, np.ndarray], methods: dict[str, dict[st
             rows.setdefault(method, []).append(c)
 
 
-def print_table(title: str, rows: Rows, extra: dict[str, str] | None = None) -> None:
-    print(f"\n{title}")
-    print(
-        f"{'method':22s} {'in-band':>8s} {'mean|dlog10|':>13s} {'max|dlog10|':>12s} {'>1 decade':>10s} "
-        f"{'to band':>8s} {'regret':>7s}"
-    )
-    for method, cs in rows.items():
-        inband = np.mean([c["in_band"] for c in cs])
-        dist = [c["dist"] for c in cs]
-        far = sum(d > 1.0 for d in dist)
-        note = f"  {extra[method]}" if extra and method in extra else ""
-        print(
-            f"{method:22s} {inband:8.0%} {np.mean(dist):13.2f} {np.max(dist):12.2f} {far:6d}/{len(cs):<3d} "
-            f"{np.mean([c['band_dist'] for c in cs]):8.2f} {np.mean([c['regret'] for c in cs]):7.2f}{note}"
-        )
-
-
 def print_cases(task: Task, gt: dict[str, np.ndarray], rows: Rows, methods: Iterable[str]) -> None:
     grid = task.grid()
     for protocol in PROTOCOLS:
         scores = gt[protocol]
-        from _quality_rules import band
-
         good = grid[band(task.kind, scores)]
         print(
             f"  {task.name:24s} {protocol:8s} best={grid[int(np.argmax(scores))]:.1e} "
@@ -261,10 +216,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--options", action="store_true", help="also measure the options beyond the rule")
     parser.add_argument("--no-peers", action="store_true", help="skip torch-lr-finder and Lightning")
     parser.add_argument("--verbose", action="store_true", help="print every case")
+    parser.add_argument(
+        "--cases", nargs="*", help="only the small cases of _quality_cases.py (these names, or all): bands and readings"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("torch_lrrange").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="torch_lrrange")
+    if args.cases is not None:
+        import _quality_cases
+
+        _quality_cases.report(args.cases)
+        return
     all_tasks = selected(args)
     train_cache, curve_cache = Cache("trained.json"), Cache("curves.json")
 

@@ -1,11 +1,14 @@
 """Helpers shared by the fault, bad-input, leak and concurrency tests.
 
 A small model with everything a restore must handle (``make_setup``); state
-capture and comparison live in ``_state``.
+capture and comparison live in ``_state``. The bad-input tables of each module's
+tests (``ids``, ``POS``, ...) share the pieces at the end.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import random
 from typing import Any
 
@@ -83,3 +86,26 @@ def train_steps(model: nn.Module, opt: Any, data: list[Any], loss_fn: Any, n: in
     torch.rand(3)
     random.random()
     np.random.rand()
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+NAN, INF = math.nan, math.inf
+#: What the checks of a positive real argument say it must be.
+POS = "must be a finite real number > 0"
+
+
+class Stateless:
+    """An object without ``state_dict``: refused wherever state must be saved."""
+
+
+class Exploit:
+    """Pickles to a call of ``os.system``: a file that holds it must never be unpickled."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def ids(table: list[tuple[Any, ...]]) -> list[str]:
+    """The test IDs of a bad-input table: each row's first item."""
+    return [row[0] for row in table]

@@ -1,12 +1,20 @@
-"""Fixtures for every test: fixed seeds, one intra-op thread."""
+"""Fixtures for every test: fixed seeds, one intra-op thread; ``setup`` for the bad-input tests.
+
+``benchmarks/`` is importable: the suggestion-case tests share the benchmark's harness.
+"""
 
 from __future__ import annotations
 
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _statecheck import make_setup
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +31,10 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def setup():
+    """A model, optimizer, data and loss function with everything a restore must handle (``make_setup``)."""
+    model, opt, data, loss_fn, _ = make_setup()
+    return model, opt, data, loss_fn

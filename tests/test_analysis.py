@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from _statecheck import INF, NAN, ids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -408,3 +409,90 @@ def test_smooth_with_an_odd_window_matches_savgol_filter():
     lrs = np.logspace(-4, 0, 41)  # exponential sweep: the log grid is uniform, so no resampling
     losses = np.random.default_rng(3).standard_normal(41) + np.linspace(3, 1, 41)
     np.testing.assert_allclose(smooth(lrs, losses, window=7), savgol_filter(losses, 7, 2, mode="interp"), atol=1e-12)
+
+
+# --- bad input: a ValueError or TypeError that names the argument, raised before anything is touched ---
+
+ANALYZE = [
+    (
+        "lrs-str",
+        lambda: analyze("abc", [1.0, 2.0]),
+        TypeError,
+        "lrs must be a sequence or array of real numbers, got str",
+    ),
+    (
+        "losses-str-items",
+        lambda: analyze([1.0, 2.0], ["a", "b"]),
+        TypeError,
+        "losses must be a sequence or array of real numbers, got list",
+    ),
+    (
+        "losses-dict",
+        lambda: analyze([1.0, 2.0], {"a": 1}),
+        TypeError,
+        "losses must be a sequence or array of real numbers, got dict",
+    ),
+    (
+        "lengths",
+        lambda: analyze([1e-3, 1e-2, 1e-1], [1.0, 2.0]),
+        ValueError,
+        "lrs and losses must have the same length, got 3 and 2",
+    ),
+    ("lrs-zero", lambda: analyze([0.0, 1e-2], [1.0, 2.0]), ValueError, "lrs must be finite and > 0"),
+    ("lrs-negative", lambda: analyze([-1e-3, 1e-2], [1.0, 2.0]), ValueError, "lrs must be finite and > 0"),
+    ("lrs-nan", lambda: analyze([1e-3, NAN], [1.0, 2.0]), ValueError, "lrs must be finite and > 0"),
+    ("lrs-inf", lambda: analyze([1e-3, INF], [1.0, 2.0]), ValueError, "lrs must be finite and > 0"),
+    ("lrs-decreasing", lambda: analyze([1e-2, 1e-3], [1.0, 2.0]), ValueError, "lrs must be strictly increasing"),
+    ("lrs-repeated", lambda: analyze([1e-3, 1e-3], [1.0, 2.0]), ValueError, "lrs must be strictly increasing"),
+    (
+        "method",
+        lambda: analyze([1e-3, 1e-2], [1.0, 2.0], method="fastai"),
+        ValueError,
+        "method must be one of 'default', .*got 'fastai'",
+    ),
+    (
+        "method-none",
+        lambda: analyze([1e-3, 1e-2], [1.0, 2.0], method=None),
+        TypeError,
+        "method must be one of 'default', .*got NoneType",
+    ),
+    (
+        "diverge_threshold-1",
+        lambda: analyze([1e-3, 1e-2], [1.0, 2.0], diverge_threshold=1.0),
+        ValueError,
+        "diverge_threshold must be .*> 1",
+    ),
+    (
+        "diverge_threshold-nan",
+        lambda: analyze([1e-3, 1e-2], [1.0, 2.0], diverge_threshold=NAN),
+        ValueError,
+        "diverge_threshold must be a finite real number",
+    ),
+    (
+        "diverge_threshold-str",
+        lambda: analyze([1e-3, 1e-2], [1.0, 2.0], diverge_threshold="4"),
+        TypeError,
+        "diverge_threshold must be a finite real number",
+    ),
+    (
+        "diverged",
+        lambda: analyze([1e-3, 1e-2], [1.0, 2.0], diverged="yes"),
+        TypeError,
+        "diverged must be True, False or None, got str",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "error", "message"), ANALYZE, ids=ids(ANALYZE))
+def test_analyze_arguments(name, call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_analyze_does_not_modify_its_inputs():
+    lrs = np.logspace(-5, 0, 30)
+    losses = np.concatenate([np.linspace(2, 1, 25), [NAN] * 5])
+    lrs_copy, losses_copy = lrs.copy(), losses.copy()
+    analyze(lrs, losses)
+    assert np.array_equal(lrs, lrs_copy)
+    assert np.array_equal(losses, losses_copy, equal_nan=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import struct
@@ -13,6 +14,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from _statecheck import Exploit, assert_nothing_registered, ids
 
 from torch_lrrange import METHODS, RangeTestResult, analyze
 from torch_lrrange._cli import main
@@ -560,3 +562,158 @@ def test_run_takes_clip_from_make(tmp_path, capsys):
     expected = range_test(made["model"], made["optimizer"], made["loader"], made["loss_fn"], **options, progress=False)
     np.testing.assert_array_equal(saved.losses, expected.losses)
     assert options["clip"] == 0.01
+
+
+# --- bad input: a ValueError or TypeError that names the argument, raised before anything is touched ---
+
+# --- command line: argparse's exit status 2, naming the option ---------------------------------
+
+CLI = [
+    ("no-command", [], "the following arguments are required: {demo,run,plot}"),
+    (
+        "unknown-command",
+        ["train"],
+        r"argument {demo,run,plot}: invalid choice: 'train' \(choose from 'demo', 'run', 'plot'\)",
+    ),
+    ("unknown-option", ["demo", "--foo"], "unrecognized arguments: --foo"),
+    ("num-steps-1", ["demo", "--num-steps", "1"], "argument --num-steps: expected an integer >= 2, got 1"),
+    (
+        "lr-ratio-overflows",
+        ["demo", "--start-lr", "1e-7", "--end-lr", "1e302"],
+        r"--end-lr / --start-lr overflows a float \(1e\+302 / 1e-07\): narrow the range",
+    ),
+    ("num-steps-negative", ["demo", "--num-steps", "-3"], "argument --num-steps: expected an integer >= 2, got -3"),
+    ("num-steps-text", ["demo", "--num-steps", "many"], "argument --num-steps: expected an integer >= 2, got 'many'"),
+    ("num-steps-float", ["demo", "--num-steps", "2.5"], "argument --num-steps: expected an integer >= 2, got '2.5'"),
+    ("start-lr-zero", ["demo", "--start-lr", "0"], "argument --start-lr: expected a finite number > 0, got '0'"),
+    ("start-lr-nan", ["demo", "--start-lr", "nan"], "argument --start-lr: expected a finite number > 0, got 'nan'"),
+    ("start-lr-text", ["demo", "--start-lr", "small"], "argument --start-lr: expected a number > 0, got 'small'"),
+    ("end-lr-inf", ["demo", "--end-lr", "inf"], "argument --end-lr: expected a finite number > 0, got 'inf'"),
+    ("end-lr-negative", ["demo", "--end-lr", "-1"], "argument --end-lr: expected a finite number > 0, got '-1'"),
+    ("end-below-start", ["demo", "--start-lr", "1", "--end-lr", "0.5"], "--end-lr must be greater than --start-lr"),
+    ("method", ["demo", "--method", "best"], r"argument --method: invalid choice: 'best' \(choose from 'default'"),
+    ("epochs", ["demo", "--epochs", "0"], "argument --epochs: expected an integer >= 1, got 0"),
+    (
+        "dataset",
+        ["demo", "--dataset", "cifar"],
+        r"argument --dataset: invalid choice: 'cifar' \(choose from 'digits', 'mnist'\)",
+    ),
+    ("mnist-without-dir", ["demo", "--dataset", "mnist"], "argument --dataset: mnist needs --data-dir"),
+    (
+        "mnist-missing",
+        ["demo", "--dataset", "mnist", "--data-dir", "nowhere"],
+        "argument --data-dir: MNIST was not found under",
+    ),
+    ("seed", ["demo", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+    ("run-no-target", ["run"], "the following arguments are required: FILE.py:make"),
+    ("run-target-form", ["run", "setup"], "argument target: expected FILE.py:make or package.module:make, got 'setup'"),
+    ("run-missing-file", ["run", "nothing.py:make"], "argument target: no such file: 'nothing.py'"),
+    ("run-missing-name", ["run", "os.path:nothing"], "argument target: 'os.path' has no 'nothing'"),
+    ("run-not-callable", ["run", "setup.py:NOT_CALLABLE"], "argument target: setup.py:NOT_CALLABLE is not callable"),
+    (
+        "run-not-a-dict",
+        ["run", "setup.py:not_a_dict"],
+        "make\\(\\) must return a dict with keys model, optimizer, loader, loss_fn, got a list",
+    ),
+    ("run-missing-key", ["run", "setup.py:missing_key"], "make\\(\\)'s dict lacks 'loss_fn'"),
+    (
+        "run-unknown-key",
+        ["run", "setup.py:unknown_key"],
+        "make\\(\\)'s dict has unknown keys 'num_step'; besides model, optimizer, loader, loss_fn it may hold start_lr",
+    ),
+    (
+        "run-num-steps",
+        ["run", "setup.py:make", "--num-steps", "0"],
+        "argument --num-steps: expected an integer >= 2, got 0",
+    ),
+    ("plot-missing", ["plot", "nothing.json"], "argument JSON: cannot read 'nothing.json'"),
+    ("plot-malformed", ["plot", "bad.json"], "argument JSON: bad.json is not valid JSON: "),
+    ("plot-hostile", ["plot", "hostile.json"], "argument JSON: hostile.json: not a saved RangeTestResult"),
+    ("plot-method", ["plot", "bad.json", "--method", "m"], r"argument --method: invalid choice: 'm'"),
+]
+
+_SETUP_PY = """
+import torch
+
+NOT_CALLABLE = 5
+
+
+def make():
+    model = torch.nn.Linear(2, 1)
+    return {
+        "model": model,
+        "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
+        "loader": [(torch.ones(4, 2), torch.ones(4))],
+        "loss_fn": lambda m, b: ((m(b[0]).squeeze(-1) - b[1]) ** 2).mean(),
+    }
+
+
+def not_a_dict():
+    return [make()]
+
+
+def missing_key():
+    setup = make()
+    del setup["loss_fn"]
+    return setup
+
+
+def unknown_key():
+    return dict(make(), num_step=5)
+
+
+def bad_optimizer():
+    return dict(make(), optimizer="sgd")
+
+
+def bad_num_steps():
+    return dict(make(), num_steps=1)
+"""
+
+
+@pytest.fixture
+def cli_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "setup.py").write_text(_SETUP_PY)
+    (tmp_path / "bad.json").write_text('{"lrs": [')
+    (tmp_path / "hostile.json").write_bytes(pickle.dumps(Exploit()).hex().join(['{"payload": "', '"}']).encode())
+    return tmp_path
+
+
+@pytest.mark.parametrize(("name", "argv", "message"), CLI, ids=ids(CLI))
+def test_cli_options(cli_folder, capsys, name, argv, message):
+    from torch_lrrange._cli import main
+
+    files = sorted(os.listdir(cli_folder))
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert sorted(os.listdir(cli_folder)) == files  # nothing written
+    assert_nothing_registered()
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "message"),
+    [
+        ("setup.py:bad_optimizer", TypeError, "optimizer must be a torch optimizer"),
+        ("setup.py:bad_num_steps", ValueError, "num_steps must be an int in \\[2, 10000000\\], got 1"),
+    ],
+    ids=["optimizer", "num_steps"],
+)
+def test_cli_run_reports_bad_values_from_make(cli_folder, capsys, target, error, message):
+    """Values make() returns are checked by the library: a usage error (exit 2) or its own TypeError/ValueError, naming the argument."""
+    from torch_lrrange._cli import main
+
+    try:
+        main(["run", target])
+    except SystemExit as exit_:
+        assert exit_.code == 2
+        assert re.search(message, capsys.readouterr().err)
+    except error as err:
+        assert re.search(message, str(err))
+    else:
+        pytest.fail("no error")
+    assert not {"lr_range.png", "lr_range.json"} & set(os.listdir(cli_folder))  # nothing written
+    assert_nothing_registered()

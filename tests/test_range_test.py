@@ -1,12 +1,14 @@
 """RangeTest: the loop API, restore on every exit path, divergence, batches(), argument checks."""
 
 import random
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _state import Restored
+from _state import Restored, assert_same, capture
+from _statecheck import INF, NAN, POS, Stateless, assert_nothing_registered, ids
 
 from torch_lrrange import RangeTest, RangeTestResult, range_lr, range_test
 
@@ -366,3 +368,418 @@ def test_ranges_that_cannot_give_a_sweep_are_refused_at_construction(kwargs, mes
     model, opt, _ = _setup()
     with pytest.raises(ValueError, match=message):
         RangeTest(model, opt, **kwargs)
+
+
+# --- bad input: a ValueError or TypeError that names the argument, raised before anything is touched ---
+
+
+class NotAnOptimizer:
+    param_groups: ClassVar[list] = [{"lr": 0.1, "params": []}]
+
+
+class EmptyGroups:
+    param_groups: ClassVar[list] = []
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class NoLR(EmptyGroups):
+    param_groups: ClassVar[list] = [{"params": []}]
+
+
+# (id, call(model, optimizer, data, loss_fn), exception, message regex)
+RANGE_TEST = [
+    ("model", lambda m, o, d, f: RangeTest(object(), o), TypeError, "model must be a torch.nn.Module, got object"),
+    ("model-none", lambda m, o, d, f: RangeTest(None, o), TypeError, "model must be a torch.nn.Module, got NoneType"),
+    (
+        "optimizer",
+        lambda m, o, d, f: RangeTest(m, object()),
+        TypeError,
+        "optimizer must be a torch optimizer.*lacks param_groups, state_dict, load_state_dict",
+    ),
+    (
+        "optimizer-partial",
+        lambda m, o, d, f: RangeTest(m, NotAnOptimizer()),
+        TypeError,
+        "optimizer must be .*lacks state_dict, load_state_dict",
+    ),
+    (
+        "optimizer-empty",
+        lambda m, o, d, f: RangeTest(m, EmptyGroups()),
+        TypeError,
+        "optimizer.param_groups must be a non-empty list of dicts that each hold an 'lr'",
+    ),
+    (
+        "optimizer-no-lr",
+        lambda m, o, d, f: RangeTest(m, NoLR()),
+        TypeError,
+        "optimizer.param_groups must be .* hold an 'lr'",
+    ),
+    ("start_lr-str", lambda m, o, d, f: RangeTest(m, o, start_lr="1e-3"), TypeError, f"start_lr {POS}, got str '1e-3'"),
+    ("start_lr-bool", lambda m, o, d, f: RangeTest(m, o, start_lr=True), TypeError, f"start_lr {POS}, got bool"),
+    ("start_lr-none", lambda m, o, d, f: RangeTest(m, o, start_lr=None), TypeError, f"start_lr {POS}, got NoneType"),
+    ("start_lr-nan", lambda m, o, d, f: RangeTest(m, o, start_lr=NAN), ValueError, f"start_lr {POS}, got nan"),
+    ("start_lr-inf", lambda m, o, d, f: RangeTest(m, o, start_lr=INF), ValueError, f"start_lr {POS}, got inf"),
+    ("start_lr-zero", lambda m, o, d, f: RangeTest(m, o, start_lr=0.0), ValueError, f"start_lr {POS}, got 0.0"),
+    (
+        "start_lr-negative",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=-1e-3),
+        ValueError,
+        f"start_lr {POS}, got -0.001",
+    ),
+    (
+        "start_lr-tensor",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=torch.tensor([1e-3, 1e-2])),
+        TypeError,
+        f"start_lr {POS}, got Tensor",
+    ),
+    ("end_lr-nan", lambda m, o, d, f: RangeTest(m, o, end_lr=NAN), ValueError, f"end_lr {POS}, got nan"),
+    ("end_lr-inf", lambda m, o, d, f: RangeTest(m, o, end_lr=INF), ValueError, f"end_lr {POS}, got inf"),
+    ("end_lr-negative", lambda m, o, d, f: RangeTest(m, o, end_lr=-1.0), ValueError, f"end_lr {POS}, got -1.0"),
+    ("end_lr-str", lambda m, o, d, f: RangeTest(m, o, end_lr="10"), TypeError, f"end_lr {POS}, got str"),
+    (
+        "end_lr-equal",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=0.1, end_lr=0.1),
+        ValueError,
+        r"end_lr must be > start_lr, got start_lr=0.1 and end_lr=0.1",
+    ),
+    (
+        "end_lr-below",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=1.0, end_lr=0.1),
+        ValueError,
+        r"end_lr must be > start_lr, got start_lr=1.0 and end_lr=0.1",
+    ),
+    (
+        "start_lr-short-list",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3]),
+        ValueError,
+        r"start_lr must be a float or a list of 2 floats \(one per param group\), got a list of 1",
+    ),
+    (
+        "start_lr-long-list",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3] * 3),
+        ValueError,
+        r"start_lr must be a float or a list of 2 floats .*got a list of 3",
+    ),
+    (
+        "end_lr-empty-tuple",
+        lambda m, o, d, f: RangeTest(m, o, end_lr=()),
+        ValueError,
+        r"end_lr must be a float or a list of 2 floats .*got a tuple of 0",
+    ),
+    (
+        "start_lr-nan-item",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3, NAN]),
+        ValueError,
+        rf"start_lr\[1\] {POS}, got nan",
+    ),
+    (
+        "end_lr-str-item",
+        lambda m, o, d, f: RangeTest(m, o, end_lr=["1", 1.0]),
+        TypeError,
+        rf"end_lr\[0\] {POS}, got str",
+    ),
+    (
+        "end_lr-per-group-order",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3, 1.0], end_lr=[1.0, 0.5]),
+        ValueError,
+        r"end_lr must be > start_lr \(param group 1\), got start_lr=1.0 and end_lr=0.5",
+    ),
+    (
+        "num_steps-1",
+        lambda m, o, d, f: RangeTest(m, o, num_steps=1),
+        ValueError,
+        "num_steps must be an int in \\[2, 10000000\\], got 1",
+    ),
+    (
+        "num_steps-0",
+        lambda m, o, d, f: RangeTest(m, o, num_steps=0),
+        ValueError,
+        "num_steps must be an int in \\[2, 10000000\\], got 0",
+    ),
+    (
+        "num_steps-negative",
+        lambda m, o, d, f: RangeTest(m, o, num_steps=-10),
+        ValueError,
+        "num_steps must be an int in \\[2, 10000000\\], got -10",
+    ),
+    (
+        "num_steps-float",
+        lambda m, o, d, f: RangeTest(m, o, num_steps=10.0),
+        TypeError,
+        "num_steps must be an int in \\[2, 10000000\\], got float 10.0",
+    ),
+    (
+        "num_steps-nan",
+        lambda m, o, d, f: RangeTest(m, o, num_steps=NAN),
+        TypeError,
+        "num_steps must be an int in \\[2, 10000000\\], got float nan",
+    ),
+    (
+        "num_steps-str",
+        lambda m, o, d, f: RangeTest(m, o, num_steps="10"),
+        TypeError,
+        "num_steps must be an int in \\[2, 10000000\\], got str '10'",
+    ),
+    (
+        "num_steps-bool",
+        lambda m, o, d, f: RangeTest(m, o, num_steps=True),
+        TypeError,
+        "num_steps must be an int in \\[2, 10000000\\], got bool",
+    ),
+    (
+        "mode-unknown",
+        lambda m, o, d, f: RangeTest(m, o, mode="cosine"),
+        ValueError,
+        "mode must be one of 'exp', 'linear', got 'cosine'",
+    ),
+    (
+        "mode-case",
+        lambda m, o, d, f: RangeTest(m, o, mode="EXP"),
+        ValueError,
+        "mode must be one of 'exp', 'linear', got 'EXP'",
+    ),
+    (
+        "mode-none",
+        lambda m, o, d, f: RangeTest(m, o, mode=None),
+        TypeError,
+        "mode must be one of 'exp', 'linear', got NoneType",
+    ),
+    (
+        "extra_state-str",
+        lambda m, o, d, f: RangeTest(m, o, extra_state="scaler"),
+        TypeError,
+        "extra_state must be a tuple or list of objects with state_dict",
+    ),
+    (
+        "extra_state-int",
+        lambda m, o, d, f: RangeTest(m, o, extra_state=5),
+        TypeError,
+        "extra_state must be a tuple or list .*got int",
+    ),
+    (
+        "extra_state-item",
+        lambda m, o, d, f: RangeTest(m, o, extra_state=[Stateless()]),
+        TypeError,
+        r"extra_state\[0\] must have state_dict\(\) and load_state_dict\(\).*got Stateless",
+    ),
+    (
+        "extra_state-second-item",
+        lambda m, o, d, f: RangeTest(m, o, extra_state=(o, 3)),
+        TypeError,
+        r"extra_state\[1\] must have state_dict\(\).*got int",
+    ),
+    (
+        "snapshot-unknown",
+        lambda m, o, d, f: RangeTest(m, o, snapshot="gpu"),
+        ValueError,
+        "snapshot must be one of 'device', 'cpu', 'disk', got 'gpu'",
+    ),
+    (
+        "snapshot-bool",
+        lambda m, o, d, f: RangeTest(m, o, snapshot=True),
+        TypeError,
+        "snapshot must be one of 'device', 'cpu', 'disk', got bool",
+    ),
+    (
+        "diverge_threshold-1",
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=1),
+        ValueError,
+        "diverge_threshold must be a finite real number > 1, got 1",
+    ),
+    (
+        "diverge_threshold-half",
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=0.5),
+        ValueError,
+        "diverge_threshold must be a finite real number > 1, got 0.5",
+    ),
+    (
+        "diverge_threshold-zero",
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=0),
+        ValueError,
+        "diverge_threshold must be a finite real number",
+    ),
+    (
+        "diverge_threshold-nan",
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=NAN),
+        ValueError,
+        "diverge_threshold must be a finite real number .*got nan",
+    ),
+    (
+        "diverge_threshold-inf",
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=INF),
+        ValueError,
+        "diverge_threshold must be a finite real number .*got inf",
+    ),
+    (
+        "diverge_threshold-str",
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold="4"),
+        TypeError,
+        "diverge_threshold must be a finite real number .*got str",
+    ),
+    (
+        "method-unknown",
+        lambda m, o, d, f: RangeTest(m, o, method="best"),
+        ValueError,
+        "method must be one of 'default', .*got 'best'",
+    ),
+    (
+        "method-int",
+        lambda m, o, d, f: RangeTest(m, o, method=1),
+        TypeError,
+        "method must be one of 'default', .*got int",
+    ),
+    ("repeats-0", lambda m, o, d, f: RangeTest(m, o, repeats=0), ValueError, "repeats must be an int >= 1, got 0"),
+    (
+        "repeats-float",
+        lambda m, o, d, f: RangeTest(m, o, repeats=2.0),
+        TypeError,
+        "repeats must be an int >= 1, got float",
+    ),
+    (
+        "check_every-7",
+        lambda m, o, d, f: RangeTest(m, o, check_every=7),
+        ValueError,
+        "check_every must be an int >= 8, got 7",
+    ),
+    (
+        "check_every-negative",
+        lambda m, o, d, f: RangeTest(m, o, check_every=-8),
+        ValueError,
+        "check_every must be an int >= 8, got -8",
+    ),
+    (
+        "check_every-str",
+        lambda m, o, d, f: RangeTest(m, o, check_every="8"),
+        TypeError,
+        "check_every must be an int >= 8, got str",
+    ),
+    (
+        "progress-str",
+        lambda m, o, d, f: RangeTest(m, o, progress="yes"),
+        TypeError,
+        "progress must be True, False or None, got str",
+    ),
+    (
+        "progress-int",
+        lambda m, o, d, f: RangeTest(m, o, progress=1),
+        TypeError,
+        "progress must be True, False or None, got int",
+    ),
+    ("unknown-keyword", lambda m, o, d, f: RangeTest(m, o, num_step=10), TypeError, "num_step"),
+]
+
+
+def _enter(rt):
+    with rt:
+        pytest.fail("the block must not run")
+
+
+RANGE_TEST_ENTER = [
+    (
+        "process_group-without-distributed",
+        lambda m, o, d, f: _enter(RangeTest(m, o, process_group="group")),
+        ValueError,
+        "process_group was given but torch.distributed is not initialised",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "call", "error", "message"), RANGE_TEST + RANGE_TEST_ENTER, ids=ids(RANGE_TEST + RANGE_TEST_ENTER)
+)
+def test_range_test_arguments(setup, name, call, error, message):
+    before = capture(*setup[:2])
+    with pytest.raises(error, match=message):
+        call(*setup)
+    assert_same(before, capture(*setup[:2]))
+    assert_nothing_registered()
+
+
+# --- record() and batches() -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("loss", "error", "message"),
+    [
+        (torch.ones(2), ValueError, r"loss must be a scalar \(0-dim tensor or float\), got a tensor of shape \(2,\)"),
+        (torch.ones(0), ValueError, r"loss must be a scalar .*got a tensor of shape \(0,\)"),
+        ("0.5", TypeError, "loss must be a scalar tensor or a real number, got str"),
+        (None, TypeError, "loss must be a scalar tensor or a real number, got NoneType"),
+        (True, TypeError, "loss must be a scalar tensor or a real number, got bool"),
+        ([0.5], TypeError, "loss must be a scalar tensor or a real number, got list"),
+    ],
+    ids=["vector", "empty", "str", "none", "bool", "list"],
+)
+def test_record_refuses_bad_losses_without_recording(setup, loss, error, message):
+    model, opt, data, loss_fn = setup
+    before = capture(model, opt)
+    with RangeTest(model, opt, num_steps=10, start_lr=1e-4, end_lr=1e-1) as rt:
+        for batch in rt.batches(data):
+            opt.zero_grad()
+            good = loss_fn(model, batch)
+            good.backward()
+            opt.step()
+            lr = opt.param_groups[0]["lr"]
+            step = rt.step
+            with pytest.raises(error, match=message):
+                rt.record(loss)
+            assert rt.step == step and opt.param_groups[0]["lr"] == lr  # the bad point was not taken
+            rt.record(good)
+    assert len(rt.result.losses) == 10
+    assert_same(before, capture(model, opt))
+    assert_nothing_registered()
+
+
+def test_record_and_batches_outside_the_block(setup):
+    model, opt, data, _ = setup
+    rt = RangeTest(model, opt)
+    with pytest.raises(RuntimeError, match=r"record\(\) must be called inside the `with RangeTest\(...\)` block"):
+        rt.record(1.0)
+    with pytest.raises(RuntimeError, match=r"batches\(\) must be used inside the `with RangeTest\(...\)` block"):
+        next(iter(rt.batches(data)))
+    assert "initial_lr" not in opt.param_groups[0]
+
+
+@pytest.mark.parametrize(
+    ("loader", "error", "message"),
+    [
+        (5, TypeError, r"batches\(\)'s argument must be an iterable of batches .*got int"),
+        ("abc", TypeError, r"batches\(\)'s argument must be an iterable of batches .*got str"),
+        (None, TypeError, r"batches\(\)'s argument must be an iterable of batches .*got NoneType"),
+        ([], ValueError, "the loader is empty: it yielded no batch"),
+    ],
+    ids=["int", "str", "none", "empty"],
+)
+def test_batches_refuses_bad_loaders_and_restores(setup, loader, error, message):
+    model, opt, *_ = setup
+    before = capture(model, opt)
+    with pytest.raises(error, match=message):
+        with RangeTest(model, opt, num_steps=10) as rt:
+            for _ in rt.batches(loader):
+                pytest.fail("no batch expected")
+    assert_same(before, capture(model, opt))
+    assert_nothing_registered()
+
+
+def test_a_pass_that_records_nothing_is_refused(setup):
+    model, opt, data, _ = setup
+    before = capture(model, opt)
+    with pytest.raises(RuntimeError, match=r"a whole pass over the loader recorded no point: call rt.record\(loss\)"):
+        with RangeTest(model, opt, num_steps=10) as rt:
+            for _ in rt.batches(data):
+                pass
+    assert_same(before, capture(model, opt))
+
+
+def test_the_same_range_test_cannot_be_entered_twice(setup):
+    model, opt, *_ = setup
+    rt = RangeTest(model, opt)
+    with rt:
+        with pytest.raises(RuntimeError, match="this RangeTest is already running; use a new RangeTest"):
+            rt.__enter__()
+    assert_nothing_registered()

@@ -1,11 +1,13 @@
 """RangeTestResult: plain data, JSON round trip, schedulers from the bounds, clear errors."""
 
 import json
+import pickle
 import sys
 
 import numpy as np
 import pytest
 import torch
+from _statecheck import Exploit, ids
 
 from torch_lrrange import RangeTestResult, UnusableCurveError, analyze
 
@@ -262,3 +264,113 @@ def test_load_refuses_metadata_that_reanalyze_could_not_take(tmp_path, metadata,
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=message):
         RangeTestResult.load(path).reanalyze("steepest")
+
+
+# --- bad input: a ValueError or TypeError that names the argument, raised before anything is touched ---
+
+# --- saved results: RangeTestResult.load / from_dict ----------------------------------
+
+
+def _saved():
+    lrs = np.logspace(-4, 0, 40)
+    losses = 2 - np.tanh(np.log10(lrs) + 2) + np.exp(4 * (np.log10(lrs) + 0.3))
+    return analyze(lrs, losses).to_dict()
+
+
+def _with(**changes):
+    data = _saved()
+    for key, value in changes.items():
+        if value is _MISSING:
+            del data[key]
+        else:
+            data[key] = value
+    return data
+
+
+_MISSING = object()
+
+FROM_DICT = [
+    (
+        "list",
+        lambda: [],
+        "not a saved RangeTestResult: expected a JSON object with format 'torch_lrrange.RangeTestResult'",
+    ),
+    ("format", lambda: _with(format="other"), "not a saved RangeTestResult"),
+    ("version", lambda: _with(version=99), "unsupported RangeTestResult version 99; this library reads version 1"),
+    ("missing-lrs", lambda: _with(lrs=_MISSING), "saved RangeTestResult lacks 'lrs'"),
+    ("lrs-type", lambda: _with(lrs="1,2,3"), "field 'lrs' has the wrong type str"),
+    ("lrs-items", lambda: _with(lrs=["a"] * 40), "field 'lrs' must be a list of numbers"),
+    ("lrs-bools", lambda: _with(lrs=[True] * 40), "field 'lrs' must be a list of numbers"),
+    ("lrs-nested", lambda: _with(lrs=[[1.0]] * 40), "field 'lrs' must be a list of numbers"),
+    ("lrs-order", lambda: _with(lrs=list(range(40, 0, -1))), "field 'lrs' must be finite, > 0 and strictly increasing"),
+    ("lrs-null", lambda: _with(lrs=[None] * 40), "field 'lrs' must be finite, > 0 and strictly increasing"),
+    ("lengths", lambda: _with(losses=[1.0]), "lrs, losses and smoothed must have the same length"),
+    ("method", lambda: _with(method=3), "field 'method' has the wrong type int"),
+    ("lr-negative", lambda: _with(lr=-1.0), r"field 'lr' must be a number > 0 or null, got -1.0"),
+    ("lr-str", lambda: _with(min_lr="1e-3"), r"field 'min_lr' must be a number > 0 or null, got '1e-3'"),
+    ("diverged", lambda: _with(diverged="no"), "field 'diverged' has the wrong type str"),
+    ("confidence-type", lambda: _with(confidence=None), "field 'confidence' has the wrong type NoneType"),
+    ("confidence-range", lambda: _with(confidence=2.0), "field 'confidence' must be between 0 and 1, got 2.0"),
+    ("warnings", lambda: _with(warnings=[1]), "field 'warnings' has the wrong type int"),
+    ("runs", lambda: _with(runs="x"), "runs must be a list of lists of numbers"),
+    ("runs-items", lambda: _with(runs=[["x"]]), "field 'runs' must be a list of numbers"),
+    ("metadata", lambda: _with(metadata=[]), "field 'metadata' has the wrong type list"),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "message"), FROM_DICT, ids=ids(FROM_DICT))
+def test_from_dict_validates_every_field(name, make, message):
+    with pytest.raises(ValueError, match=message):
+        RangeTestResult.from_dict(make())
+
+
+def test_from_dict_round_trip_still_works():
+    data = _saved()
+    result = RangeTestResult.from_dict(json.loads(json.dumps(data)))
+    assert result.to_dict() == data
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"{not json", "result.json is not valid JSON: "),
+        (b"", "result.json is not valid JSON: "),
+        (b"\xff\xfe\x00garbage", "result.json is not valid JSON: "),
+        (b"[" * 100_000 + b"]" * 100_000, "result.json is not valid JSON: "),
+        (pickle.dumps(Exploit()), "result.json is not valid JSON: "),
+        (b'{"format": "torch_lrrange.RangeTestResult", "version": 1, "confidence": NaN}', "NaN is not allowed"),
+        (b'{"format": "torch_lrrange.RangeTestResult", "version": 1, "lrs": [Infinity]}', "Infinity is not allowed"),
+        (
+            b'{"__class__": "os.system", "args": ["touch pwned"]}',
+            "not a saved RangeTestResult: expected a JSON object with format",
+        ),
+        (b'"torch_lrrange.RangeTestResult"', "not a saved RangeTestResult"),
+        (b"null", "not a saved RangeTestResult"),
+    ],
+    ids=["truncated", "empty", "not-utf8", "deep-nesting", "pickle", "nan", "infinity", "class-hint", "string", "null"],
+)
+def test_load_refuses_malformed_and_hostile_files(tmp_path, monkeypatch, content, message):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "result.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        RangeTestResult.load(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_load_of_a_missing_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.json"):
+        RangeTestResult.load(tmp_path / "nothing.json")
+
+
+def test_save_load_round_trip(tmp_path):
+    result = RangeTestResult.from_dict(_saved())
+    result.save(tmp_path / "r.json")
+    loaded = RangeTestResult.load(tmp_path / "r.json")
+    assert loaded.to_dict() == result.to_dict()
+
+
+def test_reanalyze_refuses_an_unknown_method():
+    result = RangeTestResult.from_dict(_saved())
+    with pytest.raises(ValueError, match=r"method must be one of 'default', .*got 'fast'"):
+        result.reanalyze("fast")

@@ -1,10 +1,13 @@
 """LRRangeScheduler and range_lr: exact sequences, group ratios, tensor LRs, state round trip."""
 
 import math
+import tempfile
 
 import numpy as np
 import pytest
 import torch
+from _state import assert_same, capture
+from _statecheck import INF, NAN, POS, ids
 from torch.optim.lr_scheduler import LRScheduler
 
 from torch_lrrange import LRRangeScheduler, range_lr
@@ -210,3 +213,187 @@ def test_current_lrs_are_the_floats_of_each_group_set_by_the_last_step():
         assert sched.current_lrs[1] == pytest.approx(sched.current_lrs[0] / 10)
         opt.step()
         sched.step()
+
+
+# --- bad input: a ValueError or TypeError that names the argument, raised before anything is touched ---
+
+SCHEDULE = [
+    ("optimizer", lambda m, o, d, f: LRRangeScheduler(object()), TypeError, "optimizer must be a torch optimizer"),
+    ("start_lr-nan", lambda m, o, d, f: LRRangeScheduler(o, start_lr=NAN), ValueError, f"start_lr {POS}, got nan"),
+    ("start_lr-zero", lambda m, o, d, f: LRRangeScheduler(o, start_lr=0), ValueError, f"start_lr {POS}, got 0.0"),
+    ("end_lr-inf", lambda m, o, d, f: LRRangeScheduler(o, end_lr=INF), ValueError, f"end_lr {POS}, got inf"),
+    (
+        "end_lr-below",
+        lambda m, o, d, f: LRRangeScheduler(o, start_lr=1.0, end_lr=1e-3),
+        ValueError,
+        "end_lr must be > start_lr",
+    ),
+    (
+        "start_lr-list-length",
+        lambda m, o, d, f: LRRangeScheduler(o, start_lr=[1e-3] * 3),
+        ValueError,
+        "start_lr must be a float or a list of 2 floats",
+    ),
+    (
+        "num_steps",
+        lambda m, o, d, f: LRRangeScheduler(o, num_steps=1),
+        ValueError,
+        "num_steps must be an int in \\[2, 10000000\\], got 1",
+    ),
+    (
+        "num_steps-float",
+        lambda m, o, d, f: LRRangeScheduler(o, num_steps=5.5),
+        TypeError,
+        "num_steps must be an int in \\[2, 10000000\\], got float",
+    ),
+    (
+        "mode",
+        lambda m, o, d, f: LRRangeScheduler(o, mode="log"),
+        ValueError,
+        "mode must be one of 'exp', 'linear', got 'log'",
+    ),
+    (
+        "last_epoch",
+        lambda m, o, d, f: LRRangeScheduler(o, last_epoch=-2),
+        ValueError,
+        "last_epoch must be an int >= -1, got -2",
+    ),
+    (
+        "last_epoch-str",
+        lambda m, o, d, f: LRRangeScheduler(o, last_epoch="0"),
+        TypeError,
+        "last_epoch must be an int >= -1, got str",
+    ),
+    # as torch's own schedulers: resuming needs 'initial_lr' in every group
+    (
+        "last_epoch-resume",
+        lambda m, o, d, f: LRRangeScheduler(o, last_epoch=5),
+        KeyError,
+        r"param_groups\[0, 1\] lack 'initial_lr', needed to resume with last_epoch=5",
+    ),
+]
+
+
+RANGE_LR = [
+    (
+        "step-negative",
+        lambda: range_lr(-1, 1e-3, 1.0, 10),
+        ValueError,
+        "step must be an int >= 0 or an array of them, got -1",
+    ),
+    (
+        "step-float",
+        lambda: range_lr(1.5, 1e-3, 1.0, 10),
+        ValueError,
+        "step must be an int >= 0 or an array of them, got 1.5",
+    ),
+    (
+        "step-str",
+        lambda: range_lr("3", 1e-3, 1.0, 10),
+        ValueError,
+        "step must be an int >= 0 or an array of them, got '3'",
+    ),
+    (
+        "step-array-negative",
+        lambda: range_lr(np.array([0, -1]), 1e-3, 1.0, 10),
+        ValueError,
+        "step must be an int >= 0 or an array of them",
+    ),
+    ("start_lr-list", lambda: range_lr(1, [1e-3, 1e-2], [1.0, 2.0], 10), TypeError, f"start_lr {POS}, got list"),
+    ("start_lr-nan", lambda: range_lr(1, NAN, 1.0, 10), ValueError, f"start_lr {POS}, got nan"),
+    ("end_lr-zero", lambda: range_lr(1, 1e-3, 0.0, 10), ValueError, f"end_lr {POS}, got 0.0"),
+    (
+        "end_lr-below",
+        lambda: range_lr(1, 1.0, 0.5, 10),
+        ValueError,
+        "end_lr must be > start_lr, got start_lr=1.0 and end_lr=0.5",
+    ),
+    (
+        "num_steps",
+        lambda: range_lr(1, 1e-3, 1.0, 1),
+        ValueError,
+        "num_steps must be an int in \\[2, 10000000\\], got 1",
+    ),
+    (
+        "num_steps-float",
+        lambda: range_lr(1, 1e-3, 1.0, 10.0),
+        TypeError,
+        "num_steps must be an int in \\[2, 10000000\\], got float",
+    ),
+    (
+        "mode",
+        lambda: range_lr(1, 1e-3, 1.0, 10, mode="geometric"),
+        ValueError,
+        "mode must be one of 'exp', 'linear', got 'geometric'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "error", "message"), SCHEDULE, ids=ids(SCHEDULE))
+def test_scheduler_arguments(setup, tmp_path, monkeypatch, name, call, error, message):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = capture(*setup[:2])
+    with pytest.raises(error, match=message):
+        call(*setup)
+    assert_same(before, capture(*setup[:2]))
+    assert not list(tmp_path.glob("torch_lrrange_*"))  # no snapshot directory was created
+
+
+def test_scheduler_refuses_param_group_lrs_it_cannot_keep_the_ratio_of(setup):
+    _, opt, *_ = setup
+    opt.param_groups[0]["lr"] = 0.0
+    before = [dict((k, v) for k, v in g.items() if k != "params") for g in opt.param_groups]
+    with pytest.raises(
+        ValueError, match=r"param group LRs must be finite, >= 0 and > 0 for group 0 .*got \[0.0, 0.01\]"
+    ):
+        LRRangeScheduler(opt)
+    assert [dict((k, v) for k, v in g.items() if k != "params") for g in opt.param_groups] == before
+
+
+@pytest.mark.parametrize(("name", "call", "error", "message"), RANGE_LR, ids=ids(RANGE_LR))
+def test_range_lr_arguments(name, call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    ("state", "error", "message"),
+    [
+        ([], TypeError, r"state_dict must be a dict from LRRangeScheduler.state_dict\(\), got list"),
+        ({"num_steps": 1}, ValueError, "num_steps must be an int in \\[2, 10000000\\], got 1"),
+        ({"mode": "cos"}, ValueError, "mode must be one of 'exp', 'linear', got 'cos'"),
+        (
+            {"start_lrs": [1.0, 1.0], "end_lrs": [0.5, 0.5]},
+            ValueError,
+            "end_lr must be > start_lr, got start_lr=1.0 and end_lr=0.5",
+        ),
+        (
+            {"start_lrs": [1e-3], "end_lrs": [1.0]},
+            ValueError,
+            "state_dict holds LRs for 1 param groups, the optimizer has 2",
+        ),
+    ],
+    ids=["not-a-dict", "num_steps", "mode", "order", "groups"],
+)
+def test_scheduler_load_state_dict_checks_before_changing_anything(setup, state, error, message):
+    _, opt, *_ = setup
+    sched = LRRangeScheduler(opt, start_lr=1e-4, end_lr=1.0, num_steps=10)
+    sched.step()
+    before = sched.state_dict()
+    with pytest.raises(error, match=message):
+        sched.load_state_dict(state)
+    assert sched.state_dict() == before
+    sched.step()
+    assert opt.param_groups[0]["lr"] == range_lr(2, 1e-4, 1.0, 10)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "error", "message"),
+    [(-1, ValueError, "epoch must be an int >= 0, got -1"), (1.5, TypeError, "epoch must be an int >= 0, got float")],
+    ids=["negative", "float"],
+)
+def test_scheduler_step_epoch(setup, epoch, error, message):
+    _, opt, *_ = setup
+    sched = LRRangeScheduler(opt, start_lr=1e-4, end_lr=1.0, num_steps=10)
+    with pytest.warns(UserWarning, match="passing epoch to step"), pytest.raises(error, match=message):
+        sched.step(epoch)

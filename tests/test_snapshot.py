@@ -3,13 +3,15 @@
 import os
 import random
 import stat
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from _state import Restored
+from _state import Restored, assert_same, capture
+from _statecheck import ids
 
 from torch_lrrange import Snapshot, SnapshotError
 
@@ -287,3 +289,50 @@ def test_per_optimizer_stages_are_read_only_from_a_grad_scaler():
     snap.restore()
     assert ema._per_optimizer_states == {"mine": 2}  # not the library's to restore
     assert scaler._per_optimizer_states[id(opt)]["stage"] != "changed"
+
+
+# --- bad input: a ValueError or TypeError that names the argument, raised before anything is touched ---
+
+SNAPSHOT = [
+    ("model", lambda m, o, d, f: Snapshot.take(o, o), TypeError, "model must be a torch.nn.Module, got Adam"),
+    (
+        "optimizer",
+        lambda m, o, d, f: Snapshot.take(m, m),
+        TypeError,
+        "optimizer must be a torch optimizer .*Sequential lacks param_groups",
+    ),
+    (
+        "extra",
+        lambda m, o, d, f: Snapshot.take(m, o, o, 3),
+        TypeError,
+        r"extra_state\[1\] must have state_dict\(\).*got int",
+    ),
+    (
+        "where-unknown",
+        lambda m, o, d, f: Snapshot.take(m, o, where="ram"),
+        ValueError,
+        "where must be one of 'device', 'cpu', 'disk', got 'ram'",
+    ),
+    (
+        "where-int",
+        lambda m, o, d, f: Snapshot.take(m, o, where=0),
+        TypeError,
+        "where must be one of 'device', 'cpu', 'disk', got int",
+    ),
+    (
+        "extra-disk",
+        lambda m, o, d, f: Snapshot.take(m, o, object(), where="disk"),
+        TypeError,
+        r"extra_state\[0\] must have state_dict\(\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "call", "error", "message"), SNAPSHOT, ids=ids(SNAPSHOT))
+def test_snapshot_arguments(setup, tmp_path, monkeypatch, name, call, error, message):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = capture(*setup[:2])
+    with pytest.raises(error, match=message):
+        call(*setup)
+    assert_same(before, capture(*setup[:2]))
+    assert not list(tmp_path.glob("torch_lrrange_*"))  # no snapshot directory was created
