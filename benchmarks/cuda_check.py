@@ -94,11 +94,12 @@ def confirmation_without_syncs(where: str, steps: int = 64, runs: int = 10) -> t
         def call(*args: Any, **kwargs: Any) -> Any:
             nonlocal calls
             calls += 1
+            mode = torch.cuda.get_sync_debug_mode()
             torch.cuda.set_sync_debug_mode("default")
             try:
                 return method(*args, **kwargs)
             finally:
-                torch.cuda.set_sync_debug_mode("error")
+                torch.cuda.set_sync_debug_mode(mode)
 
         return call
 
