@@ -38,6 +38,21 @@ def _model(device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
+def _loop_without_syncs(rt: RangeTest, model: nn.Module, optimizer: torch.optim.Optimizer, data: list[Any]) -> None:
+    """The README's loop over ``rt.batches(data)``, every step and record() under sync debug mode "error"."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, y in rt.batches(data):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            rt.record(loss)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def sweep_without_syncs(where: str, steps: int = 64) -> int:
     """A sweep whose steps and record() calls run with sync debug mode "error"; returns the reads made."""
     device = torch.device("cuda")
@@ -58,17 +73,7 @@ def sweep_without_syncs(where: str, steps: int = 64) -> int:
     divergence.WindowReader.drain = allowed_drain  # type: ignore[method-assign]
     try:
         with RangeTest(model, optimizer, start_lr=1e-6, end_lr=1e-3, num_steps=steps, snapshot=where) as rt:
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                for x, y in rt.batches(data):
-                    optimizer.zero_grad()
-                    loss = F.cross_entropy(model(x), y)
-                    loss.backward()
-                    optimizer.step()
-                    rt.record(loss)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
+            _loop_without_syncs(rt, model, optimizer, data)
     finally:
         divergence.WindowReader.drain = drain  # type: ignore[method-assign]
     assert rt.result is not None and len(rt.result.losses) == steps
@@ -109,17 +114,7 @@ def confirmation_without_syncs(where: str, steps: int = 64, runs: int = 10) -> t
         with RangeTest(
             model, optimizer, start_lr=1e-6, end_lr=1e-3, num_steps=steps, snapshot=where, confirm=runs
         ) as rt:
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                for x, y in rt.batches(data):
-                    optimizer.zero_grad()
-                    loss = F.cross_entropy(model(x), y)
-                    loss.backward()
-                    optimizer.step()
-                    rt.record(loss)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
+            _loop_without_syncs(rt, model, optimizer, data)
     finally:
         for (owner, name), method in originals.items():
             setattr(owner, name, method)

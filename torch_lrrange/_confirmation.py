@@ -322,14 +322,8 @@ class CandidateRuns:
         """Add the loss of the step just taken; True once the run has its ``steps``."""
         self.window.append(loss)
         self.step += 1
-        guard = self.guard
-        assert guard is not None, "begin() first"
-        if guard.stepped:
-            guard.stepped = False
-        else:
-            guard.after_step()
-        if guard.moved and not guard.warned:
-            guard.warn(stacklevel=3)  # at the user's record() call
+        assert self.guard is not None, "begin() first"
+        self.guard.recorded(stacklevel=3)  # a warning points at the user's record() call
         return self.step >= self.steps
 
     def end_run(self, score: torch.Tensor | float | None = None) -> None:

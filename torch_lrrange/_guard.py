@@ -79,6 +79,18 @@ class GroupGuard:
         """A step the hook did not see (no torch hook, or skipped by a GradScaler): check the groups now."""
         self._enforce("before a step that ran no optimizer hook (it may have used it)")
 
+    def recorded(self, stacklevel: int) -> None:
+        """A step was recorded: check the groups if no hook saw it, then warn once about what moved.
+
+        ``stacklevel`` counts from the caller, as for :meth:`warn`.
+        """
+        if self.stepped:
+            self.stepped = False
+        else:
+            self.after_step()
+        if self.moved and not self.warned:
+            self.warn(stacklevel + 1)
+
     def warn(self, stacklevel: int) -> None:
         """Warn once about what moved; ``stacklevel`` counts from the caller."""
         self.warned = True

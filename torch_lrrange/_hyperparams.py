@@ -170,21 +170,6 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def _saved_value(where: str, value: Any) -> None:
-    """A saved hyperparameter value must be what a grid holds: a number, true/false, or a list of numbers."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    numbers = (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
-    if not (number or numbers or isinstance(value, bool)):
-        raise ValueError(
-            f"saved GridResult field {where} must be a number, true/false or a list of numbers (a tuple such as "
-            f"betas), got {type(value).__name__} {value!r:.60}"
-        )
-
-
 def grid_combinations(
     grid: Any, optimizer: Any, fixed: dict[str, Any]
 ) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:

@@ -93,12 +93,7 @@ class Sweep:
         self.window.append(loss)
         self.step += 1
         guard = self.guard
-        if guard.stepped:
-            guard.stepped = False
-        else:
-            guard.after_step()
-        if guard.moved and not guard.warned:
-            guard.warn(stacklevel=3)  # at the user's record() call
+        guard.recorded(stacklevel=3)  # a warning points at the user's record() call
         if self.step >= self.num_steps:
             self.ended = True
             return True
