@@ -21,6 +21,7 @@ is final.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -178,7 +179,7 @@ def _code(n_train: int):
 def _mlp(*sizes: int, norm: type[nn.Module] | None = None, act: type[nn.Module] = nn.ReLU) -> Callable[[], nn.Module]:
     def make() -> nn.Module:
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers += [norm(b)] if norm is not None else []

@@ -14,11 +14,13 @@ import torch
 from torch import nn
 
 from torch_lrrange import analyze
-from torch_lrrange._optional import require
 from torch_lrrange.demo import make_setup
 
 QUICK = os.environ.get("TORCH_LRRANGE_QUICK") == "1"
-LRFinder = require("torch_lr_finder", "bench").LRFinder
+try:
+    from torch_lr_finder import LRFinder
+except ImportError as err:
+    raise SystemExit(f"this example needs torch-lr-finder: pip install torch-lr-finder ({err})") from None
 
 setup = make_setup("digits", seed=0)
 optimizer = torch.optim.Adam(setup.model.parameters(), lr=1e-7)

@@ -29,6 +29,7 @@ The defaults were fixed on the tuning tasks of ``benchmarks/suggestion_quality.p
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -131,7 +132,7 @@ class Confirmation:
         if not isinstance(lrs, list) or not lrs or not isinstance(scores, list) or len(scores) != len(lrs):
             raise ValueError(f"{where} fields 'candidates' and 'scores' must be lists of the same, non-zero length")
         candidates = [number(v, "candidates") for v in lrs]
-        if any(b <= a for a, b in zip(candidates, candidates[1:])):
+        if any(b <= a for a, b in itertools.pairwise(candidates)):
             raise ValueError(f"{where} field 'candidates' must be strictly increasing")
         if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in scores):
             raise ValueError(f"{where} field 'scores' must hold numbers or null")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from typing import Any
@@ -226,7 +227,7 @@ def lr_table(starts: list[float], ends: list[float], num_steps: int, mode: str) 
     for i, (start, end) in enumerate(zip(starts, ends)):
         check_lr_range(start, end)
         column = _closed_form(range(num_steps), start, end, num_steps, mode)
-        if any(b <= a for a, b in zip(column, column[1:])):
+        if any(b <= a for a, b in itertools.pairwise(column)):
             where = "" if len(starts) == 1 else f" (param group {i})"
             raise ValueError(
                 f"start_lr={start!r} and end_lr={end!r}{where} are too close for {num_steps} distinct LRs: "
