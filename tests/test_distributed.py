@@ -217,6 +217,13 @@ def _ddp_worker(rank: int) -> dict:
         report[f"short{n}_warnings"] = [str(w.message) for w in caught if "ran out" in str(w.message)]
         report[f"short{n}_result"] = rt.result.to_dict()
     report["short_after"] = _state(model, optimizer)
+
+    # 5. a confirmation phase in the same loop (rt.batches starts each run over), with no_sync() accumulation
+    with _all_reduce_sizes() as report["confirm_calls"]:
+        with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1.0, num_steps=20, confirm=4) as rt:
+            report["confirm_own"] = _sweep(rt, model, optimizer, x, y, accumulate=2)
+    report["confirm_result"] = rt.result.to_dict()
+    report["confirm_after"] = _state(model, optimizer)
     return report
 
 
@@ -253,6 +260,10 @@ def _fsdp_worker(rank: int) -> dict:
             report[f"own_{where}"] = _sweep(rt, model, optimizer, x, y)
         report[f"result_{where}"] = rt.result.to_dict()
         report[f"after_{where}"] = _state(model, optimizer)
+    with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1.0, num_steps=12, confirm=3) as rt:
+        report["own_confirm"] = _sweep(rt, model, optimizer, x, y)
+    report["result_confirm"] = rt.result.to_dict()
+    report["after_confirm"] = _state(model, optimizer)
     # grads present at the snapshot and gone at restore come back as DTensors
     snapshot = Snapshot.take(model, optimizer, where="cpu")
     tensors = [
@@ -322,7 +333,7 @@ def test_ddp_two_ranks(tmp_path, monkeypatch):
     assert _same(r0["end_weights"], r1["end_weights"])
     # each rank restored bit-exactly (weights, grads, momentum, LR, RNG)
     for r in (r0, r1):
-        for key in ("after", "nan_after", "div_after", "short_after"):
+        for key in ("after", "nan_after", "div_after", "short_after", "confirm_after"):
             assert _same(r["before"], r[key]), key
     # progress on rank 0 only
     assert "LR range test" in r0["stderr"] and r1["stderr"] == ""
@@ -352,6 +363,13 @@ def test_ddp_two_ranks(tmp_path, monkeypatch):
             r0[f"short{n}_result"]["losses"], _mean_over_ranks([r0[f"short{n}_own"], r1[f"short{n}_own"]])
         )
         assert len(r0[f"short{n}_result"]["losses"]) == n and r0[f"short{n}_result"]["diverged"] is False
+
+    # the confirmation: one result on every rank, read from losses averaged over the ranks (one all_reduce per run)
+    assert r0["confirm_own"] != r1["confirm_own"]
+    assert r0["confirm_result"] == r1["confirm_result"]
+    confirmation = r0["confirm_result"]["metadata"]["confirmation"]
+    assert len(confirmation["candidates"]) == 6 and confirmation["steps"] == 4
+    assert r0["confirm_calls"] == r1["confirm_calls"] == [8, 8, 4] + [4] * 6
 
 
 def _fsdp2_cpu_skip_reason() -> str | None:
@@ -385,6 +403,9 @@ def test_fsdp2_two_ranks(tmp_path):
         )
         for r in (r0, r1):
             assert _same(r["before"], r[f"after_{where}"]), where
+    assert r0["result_confirm"] == r1["result_confirm"] and "confirmation" in r0["result_confirm"]["metadata"]
+    for r in (r0, r1):
+        assert _same(r["before"], r["after_confirm"])
     for r in (r0, r1):
         # the snapshot holds this rank's shards only
         assert r["snapshot_nbytes"] == r["local_nbytes"] < r["global_nbytes"]
