@@ -112,3 +112,15 @@ def test_loader_generators_finds_each_generator_once_in_nested_loaders():
     g.manual_seed(1)
     state.restore()
     assert torch.equal(g.get_state(), saved)
+
+
+def test_range_test_warns_once_about_a_running_persistent_pool_at_the_callers_line():
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tested = _loader(num_workers=1, persistent_workers=True)
+    _epoch(tested)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _sweep(model, opt, tested, "range_test")
+    running = [w for w in caught if "persistent worker processes already run" in str(w.message)]
+    assert len(running) == 1 and running[0].filename == __file__

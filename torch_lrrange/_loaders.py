@@ -17,7 +17,6 @@ this module covers the rest, for the loaders a sweep is given
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["LoaderState", "Passes", "loader_generators", "restoring"]
+__all__ = ["LoaderState", "Passes", "loader_generators"]
 
 
 class Passes:
@@ -91,7 +90,8 @@ class LoaderState:
         persistent = [d for d in _data_loaders(loaders) if _persistent(d)]
         # DataLoader keeps a persistent pool in its _iterator between epochs: its only handle on it.
         self._started = [d for d in persistent if getattr(d, "_iterator", None) is None]
-        if len(self._started) < len(persistent):
+        # A Passes is range_test's own wrapper of a loader it captured, and warned about, itself.
+        if len(self._started) < len(persistent) and not isinstance(loaders, Passes):
             warnings.warn(
                 "the loader's persistent worker processes already run: the range test reuses them, and the "
                 "random draws made inside them (random augmentations, a sampler in a worker) cannot be put back, "
@@ -116,16 +116,3 @@ class LoaderState:
                 shutdown = getattr(iterator, "_shutdown_workers", None)
                 if callable(shutdown):
                     shutdown()
-
-
-@contextlib.contextmanager
-def restoring(loaders: Any, *, stacklevel: int = 1) -> Iterator[None]:
-    """Capture ``loaders`` (see :class:`LoaderState`) and put them back when the block ends, also on errors.
-
-    ``stacklevel``: of the warning about a running persistent worker pool, counted from the ``with`` statement.
-    """
-    state = LoaderState(loaders, stacklevel=stacklevel + 2)  # + this generator and contextlib's __enter__
-    try:
-        yield
-    finally:
-        state.restore()

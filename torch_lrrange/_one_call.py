@@ -121,11 +121,10 @@ def range_test(
         val_every: optimizer steps per point in validation-loss mode, int >= 1. Default 1.
         val_batches: validation batches per point of the sweep, int >= 1, or None for the
             whole ``val_loader`` at every point. Default 8 (bounds the sweep's validation cost).
-        confirm: after the sweep, confirm the LR by short runs (:mod:`torch_lrrange._confirmation`,
-            ``RangeTest(confirm=)``): from the same snapshot and on the same batches,
-            ``confirm.COUNT`` (6) constant candidate LRs half a decade apart below the
-            curve's climb point, ``confirm`` optimizer steps each (``True``: ``confirm.STEPS``,
-            100), every param group keeping the sweep's ratios and held ``hyperparams``; the
+        confirm: after the sweep, confirm the LR by short runs (as ``RangeTest(confirm=)``):
+            from the same snapshot and on the same batches, six constant candidate LRs half a
+            decade apart below the curve's climb point, ``confirm`` optimizer steps each
+            (``True``: 100), every param group keeping the sweep's ratios and held ``hyperparams``; the
             candidate whose last 10 training losses are lowest (with ``val_loader``: whose
             validation loss after its run is lowest) becomes ``result.lr``, and
             ``result.max_lr`` a third of a decade above it (``result.confirmation``; the

@@ -94,7 +94,7 @@ class RangeTest:
             restored with everything else. Every group must hold each key
             (``lr`` is swept and cannot be set). Default none.
         confirm: after the sweep, confirm the LR by short runs inside the same
-            loop (:mod:`torch_lrrange._confirmation`): ``True`` (100 optimizer steps per
+            loop (:class:`~torch_lrrange.Confirmation`): ``True`` (100 optimizer steps per
             run), an int >= 1 (steps per run) or False. Each of the 6 candidate
             LRs, half a decade apart below where the curve climbs back above its
             start, trains from the snapshot on the same batches: the loop must
