@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 
 import pytest
 import torch
@@ -152,3 +153,22 @@ def test_progress_true_draws_on_stderr(capsys):
     _sweep(16, check_every=8, progress=True)
     err = capsys.readouterr().err
     assert "LR range test" in err and "16/16" in err
+
+
+def test_the_confirmation_phase_shows_its_runs_and_counts_in_the_total(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # the plain bar: it draws every update
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = [(x, x.sum(1, keepdim=True)) for x in torch.randn(6, 16, 4)]
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=10, num_steps=40, confirm=5, progress=True) as rt:
+        for x, y in rt.batches(data):
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            rt.record(loss)
+    err = capsys.readouterr().err
+    assert rt.result.confirmation is not None
+    lines = err.split("\r")
+    assert any("confirmed 1/6" in line for line in lines) and "70/70  confirmed 6/6" in lines[-1]

@@ -77,20 +77,24 @@ class Progress:
             return None
         return "tqdm" if self._bar is not None else "plain"
 
-    def update(self, position: int, lr: float, smoothed: float) -> None:
-        """Show that ``position`` points are done; ``lr`` is the current LR, ``smoothed`` the smoothed loss."""
+    def update(self, position: int, lr: float, smoothed: float, phase: str = "") -> None:
+        """Show that ``position`` points are done; ``lr`` is the current LR, ``smoothed`` the smoothed loss.
+
+        ``phase``: what runs now, shown before them (``"confirming 2/6"``); empty for the sweep.
+        """
         if not self.enabled:
             return
         position = max(self.position, min(position, self.total))
         loss = f"{smoothed:.4g}" if math.isfinite(smoothed) else "nan"
+        what = f"{phase}  " if phase else ""
         if self._bar is not None:
-            self._bar.set_postfix_str(f"lr={lr:.3g} loss={loss}", refresh=False)
+            self._bar.set_postfix_str(f"{what}lr={lr:.3g} loss={loss}", refresh=False)
             self._bar.update(position - self.position)
         else:
             done = round(_BAR_WIDTH * position / self.total) if self.total else _BAR_WIDTH
             line = (
                 f"LR range test [{'#' * done}{'.' * (_BAR_WIDTH - done)}] "
-                f"{position}/{self.total}  lr={lr:.3g}  loss={loss}"
+                f"{position}/{self.total}  {what}lr={lr:.3g}  loss={loss}"
             )
             self.stream.write("\r" + line.ljust(self._width))
             self.stream.flush()

@@ -438,7 +438,8 @@ class RangeTest:
         candidates.end_run(None if self.confirm_score is None else self.confirm_score())
         runs = len(candidates.runs)
         last = candidates.runs[-1][-1]  # already on the host: the run's last loss (or its score)
-        progress.update(self.num_steps * self.repeats + runs * self.confirm_steps, candidates.lrs[runs - 1], last)
+        position = self.num_steps * self.repeats + runs * self.confirm_steps
+        progress.update(position, candidates.lrs[runs - 1], last, f"confirmed {runs}/{len(candidates.lrs)}")
         if candidates.finished:
             self._finished = True
             self._recording = False
