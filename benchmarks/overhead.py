@@ -424,14 +424,14 @@ def library_costs(bench: Bench) -> tuple[float, int, int, float, float, float]:
         return enter_s, record_s / bench.steps, exit_s
 
     in_steps, outside = SyncCounter(), SyncCounter()
-    reads_host_memory = torch_lrrange._sweep._reads_host_memory
+    reads_host_memory = torch_lrrange._sweep.reads_host_memory
     divergence.to_host = counting
-    torch_lrrange._sweep._reads_host_memory = lambda *args: False
+    torch_lrrange._sweep.reads_host_memory = lambda *args: False
     try:
         sweep(in_steps, outside)
     finally:
         divergence.to_host = original
-        torch_lrrange._sweep._reads_host_memory = reads_host_memory
+        torch_lrrange._sweep.reads_host_memory = reads_host_memory
     timed = sweep(contextlib.nullcontext(), contextlib.nullcontext())
     return (in_steps.total / bench.steps, outside.total, to_host_calls, *timed)
 

@@ -45,7 +45,7 @@ def to_host_calls(monkeypatch):
 
 @pytest.fixture
 def accelerator_path(monkeypatch):
-    monkeypatch.setattr(sweep, "_reads_host_memory", lambda *args: False)
+    monkeypatch.setattr(sweep, "reads_host_memory", lambda *args: False)
 
 
 def _setup(lr=0.01, device="cpu"):
@@ -105,7 +105,7 @@ def test_cpu_windows_are_read_from_host_memory_once_per_window(to_host_calls, ch
 
 def test_both_read_paths_find_the_same_divergence(monkeypatch):
     direct = _sweep(100, end_lr=1e4)[0].result
-    monkeypatch.setattr(sweep, "_reads_host_memory", lambda *args: False)
+    monkeypatch.setattr(sweep, "reads_host_memory", lambda *args: False)
     staged = _sweep(100, end_lr=1e4)[0].result
     assert direct.diverged and staged.diverged
     assert len(direct.losses) == len(staged.losses)
@@ -145,7 +145,7 @@ def test_tensor_lr_is_updated_in_place_without_syncs():
 @pytest.mark.parametrize("staged", [False, True])
 def test_divergence_stops_within_one_window_on_cpu(to_host_calls, monkeypatch, staged):
     if staged:
-        monkeypatch.setattr(sweep, "_reads_host_memory", lambda *args: False)
+        monkeypatch.setattr(sweep, "reads_host_memory", lambda *args: False)
     model, optimizer, _ = _setup()
     bad_at = 19  # 0-based point whose loss is NaN
     with RangeTest(model, optimizer, start_lr=1e-5, end_lr=1.0, num_steps=100, check_every=8) as rt:

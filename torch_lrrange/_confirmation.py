@@ -42,7 +42,8 @@ from ._checks import check_choice, check_int, check_positive_float
 from ._distributed import LossReducer
 from ._divergence import to_host
 from ._guard import GUARDED_KEYS, GroupGuard
-from ._schedule import group_lrs
+from ._schedule import group_lrs, set_group_lrs
+from ._sweep import reads_host_memory
 
 __all__ = [
     "BY",
@@ -310,11 +311,7 @@ class CandidateRuns:
     def begin(self) -> None:
         """Set the next candidate's LR in every param group (after the state was restored)."""
         row = self.rows[len(self.runs)]
-        for group, lr in zip(self.optimizer.param_groups, row):
-            if isinstance(group["lr"], torch.Tensor):
-                group["lr"].fill_(lr)
-            else:
-                group["lr"] = lr
+        set_group_lrs(self.optimizer, row)
         self.window, self.has_floats, self.step = [], False, 0
         self.guard = GroupGuard(self.optimizer, self._hold)
         self.guard.expect(row)
@@ -331,8 +328,9 @@ class CandidateRuns:
         """Close the run under way: its losses (or ``score``, a validation loss after it) read in one host read."""
         self.release()
         window = self.window if score is None else [score]
+        has_floats = self.has_floats if score is None else not isinstance(score, torch.Tensor)
         self.window = []
-        if self._reducer.world_size == 1 and all(not isinstance(v, torch.Tensor) or v.is_cpu for v in window):
+        if reads_host_memory(window, has_floats, self._reducer.world_size):
             self.runs.append(to_host(window))
             return
         device = next((v.device for v in window if isinstance(v, torch.Tensor)), torch.device("cpu"))

@@ -23,7 +23,7 @@ from ._checks import (
     is_per_group,
 )
 
-__all__ = ["LRRangeScheduler", "group_lrs", "lr_table", "range_lr"]
+__all__ = ["LRRangeScheduler", "group_lrs", "lr_table", "range_lr", "set_group_lrs"]
 
 
 def range_lr(step: Any, start_lr: float, end_lr: float, num_steps: int, mode: str = "exp") -> Any:
@@ -180,12 +180,7 @@ class LRRangeScheduler(LRScheduler):
             )
             self.last_epoch = check_int("epoch", epoch, minimum=0)
         values = self._table[min(self.last_epoch, self.num_steps - 1)]
-        for group, lr in zip(self.optimizer.param_groups, values):
-            current = group["lr"]
-            if isinstance(current, torch.Tensor):
-                current.fill_(lr)
-            else:
-                group["lr"] = lr
+        set_group_lrs(self.optimizer, values)
         self._row = values  # the table row: the LR of each group now (floats)
         self._last_lr = list(values)
 
@@ -235,6 +230,17 @@ def lr_table(starts: list[float], ends: list[float], num_steps: int, mode: str) 
             )
         columns.append(column)
     return list(zip(*columns))
+
+
+def set_group_lrs(optimizer: Any, lrs: Any) -> None:
+    """Write one LR per param group: a tensor ``lr`` is filled in place on its device (no host sync, its
+    identity kept for a compiled step), a float replaced."""
+    for group, lr in zip(optimizer.param_groups, lrs):
+        current = group["lr"]
+        if isinstance(current, torch.Tensor):
+            current.fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def group_lrs(lr: float, starts: list[float], ends: list[float], mode: str) -> list[float]:

@@ -23,10 +23,10 @@ from ._divergence import DEFAULT_BETA, DivergenceRule, WindowReader
 from ._guard import GUARDED_KEYS, GroupGuard
 from ._schedule import LRRangeScheduler
 
-__all__ = ["Sweep"]
+__all__ = ["Sweep", "reads_host_memory"]
 
 
-def _reads_host_memory(window: list[Any], has_floats: bool, world_size: int) -> bool:
+def reads_host_memory(window: list[Any], has_floats: bool, world_size: int) -> bool:
     """Whether a window can be read value by value: its losses already sit in host memory, one process.
 
     Reading CPU losses waits for nothing, and staging them in a tensor first
@@ -113,7 +113,7 @@ class Sweep:
         has_floats, self.has_floats = self.has_floats, False
         if not window:
             return
-        if _reads_host_memory(window, has_floats, self._reducer.world_size):
+        if reads_host_memory(window, has_floats, self._reducer.world_size):
             self.reader.push(window)
         else:
             self.reader.push(self._reducer.average(self._stage(window, has_floats)))
