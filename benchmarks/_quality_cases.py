@@ -28,7 +28,7 @@ from torch.nn import functional as F
 READINGS: dict[str, tuple[int, dict[str, Any]]] = {
     "confirm": (100, {"confirm": True}),
     "confirm-200": (200, {"confirm": True}),
-    "val": (100, {"val_loader": None}),
+    "val": (100, {"val_loader": None, "confirm": False}),  # the validation sweep's own reading
 }
 
 

@@ -51,8 +51,28 @@ def range_test_of(task: Task, num_steps: int, **kwargs: Any) -> Any:
 
 def sweep(task: Task, num_steps: int, repeats: int = 1) -> dict[str, list[float]]:
     """One range test of the task from seed 0's weights (1e-6 to 10): its LRs and raw losses."""
-    result = range_test_of(task, num_steps, repeats=repeats, diverge_threshold=RECORD_THRESHOLD)
+    result = range_test_of(task, num_steps, repeats=repeats, diverge_threshold=RECORD_THRESHOLD, confirm=False)
     return {"lrs": result.lrs.tolist(), "losses": result.losses.tolist()}
+
+
+def defaults(task: Task, num_steps: int) -> dict[str, Any]:
+    """What ``range_test`` gives at its defaults (confirmation included): ``{"lr", "max_lr", "steps"}``."""
+    steps = 0
+    loss_fn = _loss_fn(task)
+
+    def counted(m: Any, b: Any) -> torch.Tensor:
+        nonlocal steps
+        steps += 1
+        return loss_fn(m, b)
+
+    model = task.build(0)
+    opt = task.optimizer(model.parameters(), 1e-3)
+    result = range_test(
+        model, opt, task.loader(0), counted, start_lr=START_LR, end_lr=END_LR, num_steps=num_steps, progress=False
+    )
+    if not result.usable:
+        return {"lr": None, "max_lr": None, "steps": steps}
+    return {"lr": result.lr, "max_lr": result.max_lr, "steps": steps}
 
 
 def curve(cache: Cache, task: Task, num_steps: int) -> dict[str, list[float]]:
@@ -70,7 +90,9 @@ def validation_sweep(task: Task, num_steps: int, own_loop: bool) -> dict[str, li
     """
     model = task.build(0)
     opt = task.optimizer(model.parameters(), 1e-3)
-    common = dict(start_lr=START_LR, end_lr=END_LR, num_steps=num_steps, diverge_threshold=RECORD_THRESHOLD)
+    common = dict(
+        start_lr=START_LR, end_lr=END_LR, num_steps=num_steps, diverge_threshold=RECORD_THRESHOLD, confirm=False
+    )
     if not own_loop:
         result = range_test(
             model, opt, task.loader(0), _loss_fn(task), val_loader=task.val_loader(), progress=False, **common
@@ -133,6 +155,106 @@ def confirm(task: Task, candidates: list[float], steps: int) -> dict[str, Any]:
         snapshot.restore()
         snapshot.release()
     return {"lrs": list(candidates), "runs": runs, "vals": vals, "steps": steps}
+
+
+#: Fine candidates: this many, a quarter decade apart below the climb point (every other one is a default candidate).
+FINE_COUNT = 12
+FINE_SPACING = 10.0**0.25
+#: Steps of the fine runs, and the steps after which each records its validation loss.
+FINE_STEPS = 200
+FINE_VAL_AT = (25, 50, 100, 150, 200)
+
+
+def fine_candidates(climb_at: float) -> list[float]:
+    """``FINE_COUNT`` LRs a quarter decade apart, the largest a quarter decade below ``climb_at``; increasing."""
+    return [climb_at / FINE_SPACING ** (FINE_COUNT - i) for i in range(FINE_COUNT)]
+
+
+def confirm_fine(task: Task, candidates: list[float]) -> dict[str, Any]:
+    """:func:`confirm`'s runs at finer candidates, ``FINE_STEPS`` long, with validation losses at ``FINE_VAL_AT``.
+
+    A run of n steps from the snapshot on seed 0's batches is the first n steps of a
+    longer one, so these runs simulate any schedule of shorter runs (successive halving).
+    Returns ``{"lrs", "runs", "vals": [[val at each of FINE_VAL_AT] per run], "val_at"}``.
+    """
+    model = task.build(0)
+    opt = task.optimizer(model.parameters(), 1e-3)
+    snapshot = Snapshot.take(model, opt)
+    runs: list[list[float]] = []
+    vals: list[list[float]] = []
+    try:
+        for lr in candidates:
+            snapshot.restore()
+            for group in opt.param_groups:
+                group["lr"] = lr
+            losses: list[float] = []
+            at: list[float] = []
+            batches = _cycle(task.loader(0))
+            for step in range(1, FINE_STEPS + 1):
+                x, y = next(batches)
+                opt.zero_grad()
+                loss = task.loss(model(x), y)
+                losses.append(float(loss.detach()))
+                if not torch.isfinite(loss):
+                    break
+                loss.backward()
+                opt.step()
+                if step in FINE_VAL_AT:
+                    val = _val_loss(task, model)
+                    at.append(val if math.isfinite(val) else math.inf)
+            runs.append(losses)
+            vals.append(at + [math.inf] * (len(FINE_VAL_AT) - len(at)))
+    finally:
+        snapshot.restore()
+        snapshot.release()
+    return {"lrs": list(candidates), "runs": runs, "vals": vals, "val_at": list(FINE_VAL_AT)}
+
+
+#: The holdout prototype keeps back every this-many-th batch of the first pass.
+HOLDOUT_EVERY = 5
+
+
+def confirm_holdout(task: Task, candidates: list[float], steps: int) -> dict[str, Any]:
+    """Candidate runs judged by batches held back from them: a generalisation signal without a validation set.
+
+    The first pass of seed 0's loader is kept as a list; every ``HOLDOUT_EVERY``-th batch
+    is held back. Each candidate trains ``steps`` steps from the snapshot on the other
+    batches, cycled in their order, and scores the mean loss of the held-back batches in
+    eval mode after its run (inf after a blow-up). Returns ``{"lrs", "scores"}``.
+    """
+    model = task.build(0)
+    opt = task.optimizer(model.parameters(), 1e-3)
+    batches = list(task.loader(0))
+    held = batches[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY]
+    train = [b for i, b in enumerate(batches) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
+    snapshot = Snapshot.take(model, opt)
+    scores: list[float] = []
+    try:
+        for lr in candidates:
+            snapshot.restore()
+            for group in opt.param_groups:
+                group["lr"] = lr
+            finite = True
+            for step in range(steps):
+                x, y = train[step % len(train)]
+                opt.zero_grad()
+                loss = task.loss(model(x), y)
+                if not torch.isfinite(loss):
+                    finite = False
+                    break
+                loss.backward()
+                opt.step()
+            score = math.inf
+            if finite:
+                model.eval()
+                with torch.no_grad():
+                    score = sum(float(task.loss(model(x), y)) for x, y in held) / len(held)
+                model.train()
+            scores.append(score if math.isfinite(score) else math.inf)
+    finally:
+        snapshot.restore()
+        snapshot.release()
+    return {"lrs": list(candidates), "scores": scores}
 
 
 def _cycle(loader: Any):

@@ -72,7 +72,9 @@ def sweep_without_syncs(where: str, steps: int = 64) -> int:
 
     divergence.WindowReader.drain = allowed_drain  # type: ignore[method-assign]
     try:
-        with RangeTest(model, optimizer, start_lr=1e-6, end_lr=1e-3, num_steps=steps, snapshot=where) as rt:
+        with RangeTest(
+            model, optimizer, start_lr=1e-6, end_lr=1e-3, num_steps=steps, snapshot=where, confirm=False
+        ) as rt:
             _loop_without_syncs(rt, model, optimizer, data)
     finally:
         divergence.WindowReader.drain = drain  # type: ignore[method-assign]
@@ -125,7 +127,7 @@ def confirmation_without_syncs(where: str, steps: int = 64, runs: int = 10) -> t
 def overshoot(bad_at: int = 21, check_every: int = 8) -> tuple[int, int]:
     """Steps taken past an injected NaN loss, and the points the result kept."""
     model, optimizer = _model(torch.device("cuda"))
-    with RangeTest(model, optimizer, num_steps=200, check_every=check_every) as rt:
+    with RangeTest(model, optimizer, num_steps=200, check_every=check_every, confirm=False) as rt:
         step = 0
         while not rt.done:
             loss = torch.full((), math.nan if step == bad_at else 1.0, device="cuda")

@@ -66,7 +66,9 @@ def _run(method: str, model, optimizer, batches, steps: int, groups) -> int:
 
     dist.all_reduce = counted
     try:
-        with RangeTest(model, optimizer, start_lr=1e-6, end_lr=1e-3, num_steps=steps, process_group=group) as rt:
+        with RangeTest(
+            model, optimizer, start_lr=1e-6, end_lr=1e-3, num_steps=steps, process_group=group, confirm=False
+        ) as rt:
             for x, y in rt.batches(batches):
                 rt.record(step(x, y))
     finally:

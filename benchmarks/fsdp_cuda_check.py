@@ -69,7 +69,7 @@ def _check(rank: int, world: int) -> list[str]:
         failures.append(f"fully_shard left {type(model[0].weight).__name__} parameters, not DTensors")
     before = _local_state(model, optimizer)
     for where in ("device", "cpu", "disk"):
-        with RangeTest(model, optimizer, start_lr=1e-5, end_lr=1.0, num_steps=20, snapshot=where) as rt:
+        with RangeTest(model, optimizer, start_lr=1e-5, end_lr=1.0, num_steps=20, snapshot=where, confirm=False) as rt:
             for x, y in rt.batches(batches):
                 rt.record(step(x, y))
         after = _local_state(model, optimizer)

@@ -137,7 +137,13 @@ class Bench:
 
     def range_test_context(self, optimizer: torch.optim.Optimizer, snapshot: str = "device") -> int:
         with RangeTest(
-            self.model, optimizer, start_lr=START_LR, end_lr=END_LR, num_steps=self.steps, snapshot=snapshot
+            self.model,
+            optimizer,
+            start_lr=START_LR,
+            end_lr=END_LR,
+            num_steps=self.steps,
+            snapshot=snapshot,
+            confirm=False,
         ) as rt:
             for x, y in rt.batches(self.loader):
                 rt.record(self.train_step(optimizer, x, y))
@@ -169,6 +175,7 @@ class Bench:
             start_lr=START_LR,
             end_lr=END_LR,
             num_steps=self.steps,
+            confirm=False,
         )
         return len(result.losses)
 
@@ -405,7 +412,9 @@ def library_costs(bench: Bench) -> tuple[float, int, int, float, float, float]:
     def sweep(in_steps: Any, outside: Any) -> tuple[float, float, float]:
         optimizer = bench.fresh_optimizer()
         record_s = 0.0
-        tester = RangeTest(bench.model, optimizer, start_lr=START_LR, end_lr=END_LR, num_steps=bench.steps)
+        tester = RangeTest(
+            bench.model, optimizer, start_lr=START_LR, end_lr=END_LR, num_steps=bench.steps, confirm=False
+        )
         with outside:
             start = _clock()
             rt = tester.__enter__()

@@ -41,6 +41,7 @@ Everything trained is cached in ``benchmarks/.cache/`` (delete it to retrain).
     python benchmarks/suggestion_quality.py --options             # validation sweeps, confirmation, LR-free
     python benchmarks/suggestion_quality.py --verbose --split tuning --num-steps 100
     python benchmarks/suggestion_quality.py --cases                # the small cases (_quality_cases.py), ~2 min
+    python benchmarks/suggestion_quality.py --design --split tuning  # confirmation designs (_quality_design.py)
 """
 
 from __future__ import annotations
@@ -161,6 +162,17 @@ PEERS: dict[str, tuple[str, Callable[[Task, int], float | None]]] = {
 
 # --- suggestions and scores ----------------------------------------------------------------
 
+#: The row of what ``range_test(model, opt, loader, loss_fn)`` gives at its defaults, confirmation included.
+DEFAULTS_ROW = "range_test() defaults"
+#: Its cache key's tag: bump it when the library's default reading changes.
+DEFAULTS_TAG = "defaults-v2"
+
+
+def range_test_defaults(cache: Cache, task: Task, num_steps: int) -> dict[str, float | None]:
+    """``{protocol: lr}`` of ``range_test`` at its defaults (``result.lr``, ``result.max_lr``), cached."""
+    got = cache.get(f"{task.name}|{DEFAULTS_TAG}|{num_steps}", lambda: options.defaults(task, num_steps))
+    return {"constant": got["lr"], "onecycle": got["max_lr"]}
+
 
 def suggestions(
     task: Task, raw: dict[str, list[float]], peers: dict[str, float | None], num_steps: int
@@ -214,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-steps", type=int, nargs="*", default=[100, 200], help="sweep lengths (default 100 200)")
     parser.add_argument("--ground-truth-only", action="store_true", help="fill the ground-truth cache and stop")
     parser.add_argument("--options", action="store_true", help="also measure the options beyond the rule")
+    parser.add_argument(
+        "--design", action="store_true", help="only the confirmation designs of _quality_design.py (tuning first)"
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip torch-lr-finder and Lightning")
     parser.add_argument("--verbose", action="store_true", help="print every case")
     parser.add_argument(
@@ -229,7 +244,12 @@ def main(argv: list[str] | None = None) -> None:
         _quality_cases.report(args.cases)
         return
     all_tasks = selected(args)
-    train_cache, curve_cache = Cache("trained.json"), Cache("curves.json")
+    train_cache, curve_cache, options_cache = Cache("trained.json"), Cache("curves.json"), Cache("options.json")
+    if args.design:
+        import _quality_design
+
+        _quality_design.design_report(all_tasks, {t.name: truth(train_cache, t) for t in all_tasks}, args)
+        return
 
     gts = {}
     for task in all_tasks:
@@ -254,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
                         peers[peer] = curve_cache.get(
                             f"{task.name}|{tag}|{k}", lambda fn=fn, task=task, k=k: fn(task, k)
                         )
-                methods = suggestions(task, raw, peers, k)
+                methods = {DEFAULTS_ROW: range_test_defaults(options_cache, task, k)}
+                methods.update(suggestions(task, raw, peers, k))
                 methods.update(grid_search(train_cache, task))
                 score_task(task, gts[task.name], methods, rows)
                 if args.verbose:

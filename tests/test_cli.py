@@ -202,8 +202,19 @@ def test_run_confirm_confirms_the_lr_by_short_runs(tmp_path, capsys, flag, steps
     assert info["by"] == "training" and info["steps"] == steps and len(info["candidates"]) == 6
     assert result.lr == info["lr"]
     assert f"confirmed by 6 runs of {steps} steps (training loss); the curve alone read lr" in stdout
-    assert main(["run", target, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    assert main(["run", target, "--out", str(tmp_path / "plain"), "--quiet", "--no-confirm"]) == 0
     assert "confirmation" not in RangeTestResult.load(tmp_path / "plain" / "lr_range.json").metadata
+
+
+def test_run_confirms_by_default_and_no_confirm_and_confirm_exclude_each_other(tmp_path, capsys):
+    (tmp_path / "my_setup.py").write_text(SETUP_SOURCE)
+    target = f"{tmp_path / 'my_setup.py'}:make"
+    assert main(["run", target, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert RangeTestResult.load(tmp_path / "o" / "lr_range.json").confirmation is not None
+    with pytest.raises(SystemExit) as info:
+        main(["run", target, "--out", str(tmp_path / "x"), "--confirm", "--no-confirm"])
+    assert info.value.code == 2
+    assert "argument --no-confirm: not allowed with argument --confirm" in capsys.readouterr().err
 
 
 def test_run_confirm_refuses_a_bad_step_count(tmp_path, capsys):

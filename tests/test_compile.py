@@ -53,7 +53,7 @@ def _sweep_with_compiled_step(lr):
     data = _data()
     train_step(*data[0])  # compile once, before the sweep
     before = _graphs()
-    with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1e-1, num_steps=24) as rt:
+    with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1e-1, num_steps=24, confirm=False) as rt:
         for x, y in rt.batches(data):
             rt.record(train_step(x, y))
     return before, _graphs(), rt
@@ -86,7 +86,7 @@ def test_compiled_model_is_swept_and_restored_exactly():
     optimizer.step()  # momentum buffers and gradients exist before the test
     before, inner = Restored(compiled, optimizer), Restored(model, optimizer)
     graphs = _graphs()
-    with RangeTest(compiled, optimizer, start_lr=1e-3, end_lr=1.0, num_steps=16) as rt:
+    with RangeTest(compiled, optimizer, start_lr=1e-3, end_lr=1.0, num_steps=16, confirm=False) as rt:
         for x, y in rt.batches(data):
             optimizer.zero_grad()
             loss = F.cross_entropy(compiled(x), y)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,7 +14,18 @@ from torch import nn
 from torch.nn import functional as F
 
 from torch_lrrange import RangeTest, RangeTestResult, analyze, range_test, range_test_grid
-from torch_lrrange._confirmation import COUNT, MAX_FACTOR, SPACING, STEPS, Confirmation, candidates, choose, run_score
+from torch_lrrange._confirmation import (
+    COUNT,
+    MAX_FACTOR,
+    SPACING,
+    STEPS,
+    Confirmation,
+    auto_steps,
+    candidates,
+    choose,
+    run_score,
+)
+from torch_lrrange._progress import Progress
 
 
 def test_candidates_lie_half_a_decade_apart_below_the_climb_point():
@@ -102,11 +114,12 @@ def test_choose_refuses_runs_that_all_blew_up_or_do_not_match():
 # --- range_test(confirm=) -------------------------------------------------------------------
 
 
-def _setup(seed: int = 0):
+def _setup(seed: int = 0, samples: int = 640):
+    """640 samples: a small training set (range_test judges candidate runs by held-back batches); 1280: not."""
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    x = torch.randn(640, 10)
+    x = torch.randn(samples, 10)
     y = (x[:, 0] > 0).long()
     loader = torch.utils.data.DataLoader(
         torch.utils.data.TensorDataset(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(1)
@@ -119,7 +132,7 @@ def _loss(model, batch):
 
 
 def test_range_test_confirms_among_candidates_below_the_climb_point_and_restores_everything():
-    model, opt, loader, _ = _setup()
+    model, opt, loader, _ = _setup(samples=1280)
     before = Restored(model, opt)
     generator_state = loader.generator.get_state()
     plain = range_test(model, opt, loader, _loss, start_lr=1e-4, end_lr=10, num_steps=80)
@@ -166,17 +179,126 @@ def test_range_test_refuses_a_bad_confirm_before_touching_anything(bad, error):
     before.check()
 
 
-def test_confirm_false_changes_nothing():
+def test_confirm_false_gives_the_sweeps_reading_alone():
     model, opt, loader, _ = _setup()
     a = range_test(model, opt, loader, _loss, start_lr=1e-4, end_lr=10, num_steps=60)
     b = range_test(model, opt, loader, _loss, start_lr=1e-4, end_lr=10, num_steps=60, confirm=False)
-    assert a.lr == b.lr and "confirmation" not in b.metadata
+    assert "confirmation" not in b.metadata and b.lr == b.suggestion.lr
+    np.testing.assert_array_equal(a.losses, b.losses)  # the same sweep; only the confirmation differs
+    assert (a.suggestion.lr, a.suggestion.min_lr, a.suggestion.max_lr) == (b.lr, b.min_lr, b.max_lr)
+
+
+def test_the_default_confirms_with_six_runs_of_100_steps_within_1000_steps():
+    model, opt, loader, _ = _setup(samples=1280)
+    before = Restored(model, opt)
+    steps = 0
+
+    def counted(m, batch):
+        nonlocal steps
+        steps += 1
+        return _loss(m, batch)
+
+    result = range_test(model, opt, loader, counted)
+    before.check()
+    confirmed = result.confirmation
+    assert confirmed is not None and confirmed.steps == STEPS == 100 and len(confirmed.candidates) == COUNT
+    assert confirmed.cost == 600 and confirmed.evaluations is None  # one gradient per step: nothing more to count
+    assert 600 < steps <= 700 and "evaluations" not in result.metadata
+    assert result.lr == confirmed.lr
+    explicit = range_test(model, opt, loader, _loss, confirm=True)
+    assert explicit.metadata["confirmation"] == result.metadata["confirmation"]
+
+
+def test_the_default_in_a_loop_without_rt_batches_gives_the_sweep_with_a_note_and_no_warning(recwarn):
+    model, opt, loader, _ = _setup()
+    batches = list(loader)
+    with RangeTest(model, opt, **SWEEP) as rt:
+        i = 0
+        while not rt.done:
+            opt.zero_grad()
+            loss = _loss(model, batches[i % len(batches)])
+            loss.backward()
+            opt.step()
+            rt.record(loss)
+            i += 1
+    assert not [w for w in recwarn if "confirmation" in str(w.message)]
+    assert i <= 80 and rt.result.confirmation is None and rt.result.lr == rt.result.suggestion.lr
+    assert any("does not draw its batches from rt.batches" in w for w in rt.result.warnings)
+
+
+def test_the_default_with_a_one_shot_iterator_gives_the_sweep_with_a_note():
+    model, opt, loader, _ = _setup()
+    before = Restored(model, opt)
+    batches = list(loader) * 5  # more than the sweep needs
+    one_call = range_test(model, opt, iter(batches), _loss, **SWEEP)
+    looped = _loop(model, opt, iter(batches), SWEEP)
+    before.check()
+    for result in (one_call, looped):
+        assert result.confirmation is None and result.lr == result.suggestion.lr
+        assert any("one-shot iterator" in w for w in result.warnings)
+
+
+def _lbfgs_setup():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=8)
+    x = torch.randn(256, 10)
+    return model, opt, list(zip(x.split(64), (2 * x[:, :1]).split(64)))
+
+
+def test_the_default_sizes_lbfgs_runs_by_the_closure_calls_it_counts():
+    """An LBFGS step calls its closure up to max_iter times: the default confirmation spends at most 600 of them."""
+    model, opt, data = _lbfgs_setup()
+    before = Restored(model, opt)
+    calls = 0
+
+    def counted(m, b):
+        nonlocal calls
+        calls += 1
+        return F.mse_loss(m(b[0]), b[1])
+
+    with mock.patch("torch_lrrange._progress.Progress.resize", autospec=True, side_effect=Progress.resize) as resized:
+        result = range_test(model, opt, data, counted, **{**SWEEP, "num_steps": 40})
+    before.check()
+    sweep_calls = result.metadata["evaluations"]
+    confirmed = result.confirmation
+    assert confirmed is not None and confirmed.evaluations is not None
+    assert sweep_calls + confirmed.evaluations == calls and sweep_calls > 40  # several per step, all counted
+    assert 2 <= confirmed.steps < STEPS and confirmed.cost == 6 * confirmed.steps
+    assert resized.call_args.args[1] == 40 + 6 * confirmed.steps  # the display's total follows the runs' size
+    assert RangeTestResult.from_dict(result.to_dict()).confirmation == confirmed
+
+
+def test_the_default_takes_an_lbfgs_step_at_max_iter_evaluations_when_the_loop_does_not_count_them():
+    model, opt, data = _lbfgs_setup()
+    with RangeTest(model, opt, **{**SWEEP, "num_steps": 40}) as rt:
+        for x, y in rt.batches(data):
+
+            def closure(x=x, y=y):
+                opt.zero_grad()
+                loss = F.mse_loss(model(x), y)
+                loss.backward()
+                return loss
+
+            rt.record(opt.step(closure))
+    assert rt.result.confirmation is not None and rt.result.confirmation.steps == auto_steps(8) == 12
+
+
+def test_record_refuses_bad_evaluations():
+    model, opt, _, _ = _setup()
+    with RangeTest(model, opt, **SWEEP, confirm=False) as rt:
+        for bad, error in ((0, ValueError), (-3, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)):
+            with pytest.raises(error, match="evaluations must be an int >= 1"):
+                rt.record(torch.tensor(1.0), evaluations=bad)
+        assert rt.step == 0
 
 
 def test_a_small_training_set_without_a_val_loader_warns():
     model, opt, loader, val = _setup()  # 640 samples
     result = range_test(model, opt, loader, _loss, start_lr=1e-4, end_lr=10, num_steps=40)
     assert any("small training set (640 samples)" in w and "val_loader=" in w for w in result.warnings)
+    plain = range_test(model, opt, loader, _loss, start_lr=1e-4, end_lr=10, num_steps=40, confirm=False)
+    assert any("small training set (640 samples)" in w and "cannot see it" in w for w in plain.warnings)
     with_val = range_test(model, opt, loader, _loss, val_loader=[val], start_lr=1e-4, end_lr=10, num_steps=40)
     assert not any("small training set" in w for w in with_val.warnings)
     x = torch.randn(2000, 10)
@@ -184,6 +306,47 @@ def test_a_small_training_set_without_a_val_loader_warns():
     assert not any("small training set" in w for w in range_test(model, opt, big, _loss, num_steps=20).warnings)
     batches = list(loader)  # a plain list has no data set to count: no warning
     assert not any("small training set" in w for w in range_test(model, opt, batches, _loss, num_steps=20).warnings)
+
+
+def test_a_small_training_set_judges_the_runs_by_batches_held_back_from_them():
+    """640 samples in 20 batches: every 5th batch of the sweep's first pass is kept out of the candidate runs,
+    which train on the other 16 in their order, and scores each run after it, without gradients."""
+    model, opt, loader, _ = _setup()
+    before = Restored(model, opt)
+    generator_state = loader.generator.get_state()
+    first_pass = [x[0, 0].item() for x, _ in loader]  # the first sample of each batch names the batch
+    loader.generator.set_state(generator_state)
+    seen: list[tuple[float, bool]] = []
+
+    def watched(m, batch):
+        seen.append((batch[0][0, 0].item(), torch.is_grad_enabled()))
+        return _loss(m, batch)
+
+    result = range_test(model, opt, loader, watched, start_lr=1e-4, end_lr=10, num_steps=60, confirm=8)
+    before.check()
+    assert torch.equal(loader.generator.get_state(), generator_state)
+    confirmed = result.confirmation
+    assert confirmed is not None and confirmed.by == "held-back" and confirmed.steps == 8
+    assert any("judged each run by 4 batches of the first pass held back" in w for w in result.warnings)
+    held, kept = first_pass[4::5], [b for i, b in enumerate(first_pass) if i % 5 != 4]
+    runs = seen[-6 * (8 + 4) :]  # 8 training steps, then the 4 held-back batches, per run
+    for k in range(6):
+        run = runs[12 * k : 12 * (k + 1)]
+        assert [b for b, grad in run[:8]] == kept[:8] and all(grad for _, grad in run[:8])
+        assert [b for b, grad in run[8:]] == held and not any(grad for _, grad in run[8:])
+    assert "evaluations" not in result.metadata
+
+
+def test_held_back_batches_only_where_the_training_set_is_small_and_no_val_loader_is_given():
+    model, opt, loader, val = _setup()
+    options = {"start_lr": 1e-4, "end_lr": 10, "num_steps": 40, "confirm": 4}
+    assert range_test(model, opt, loader, _loss, val_loader=[val], **options).confirmation.by == "validation"
+    assert range_test(model, opt, list(loader), _loss, **options).confirmation.by == "training"  # nothing to count
+    x = torch.randn(2000, 10)
+    big = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long()), batch_size=50)
+    assert range_test(model, opt, big, _loss, **options).confirmation.by == "training"
+    few = torch.utils.data.DataLoader(loader.dataset, batch_size=160)  # 4 batches: too few to hold one back
+    assert range_test(model, opt, few, _loss, **options).confirmation.by == "training"
 
 
 def test_confirmation_runs_leave_the_global_rngs_as_they_were():
@@ -223,7 +386,7 @@ SWEEP = {"start_lr": 1e-4, "end_lr": 10, "num_steps": 80, "progress": False}
 
 
 def test_the_loop_form_confirms_inside_the_users_loop_like_the_one_call():
-    model, opt, loader, _ = _setup()
+    model, opt, loader, _ = _setup(samples=1280)
     before = Restored(model, opt)
     generator_state = loader.generator.get_state()
     phases = []
@@ -324,7 +487,7 @@ def test_a_tie_for_the_best_score_is_said():
 
 
 def test_confirm_1_is_refused_when_runs_are_judged_by_their_training_losses():
-    model, opt, loader, val = _setup()
+    model, opt, loader, val = _setup(samples=1280)
     before = Restored(model, opt)
     with pytest.raises(ValueError, match="confirm=1 cannot tell the candidates apart"):
         range_test(model, opt, loader, _loss, num_steps=20, confirm=1)

@@ -180,7 +180,9 @@ def _ddp_worker(rank: int) -> dict:
     stderr, sys.stderr = sys.stderr, io.StringIO()
     try:
         with _all_reduce_sizes() as report["calls"]:
-            with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1.0, num_steps=20, progress=True) as rt:
+            with RangeTest(
+                model, optimizer, start_lr=1e-4, end_lr=1.0, num_steps=20, progress=True, confirm=False
+            ) as rt:
                 report["own"] = _sweep(rt, model, optimizer, x, y, accumulate=2)
                 report["end_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     finally:
@@ -195,14 +197,14 @@ def _ddp_worker(rank: int) -> dict:
     group = dist.new_group(list(range(WORLD)))
     with _all_reduce_sizes() as report["nan_calls"]:
         with RangeTest(
-            model, optimizer, start_lr=1e-4, end_lr=1e-2, num_steps=40, repeats=2, process_group=group
+            model, optimizer, start_lr=1e-4, end_lr=1e-2, num_steps=40, repeats=2, process_group=group, confirm=False
         ) as rt:
             report["nan_own"] = _sweep(rt, model, optimizer, x, y, nan_at=13 if rank == 1 else None)
     report["nan_result"] = rt.result.to_dict()
     report["nan_after"] = _state(model, optimizer)
 
     # 3. divergence from the averaged losses (huge LRs) stops both ranks at the same step
-    with RangeTest(model, optimizer, start_lr=1e-3, end_lr=1e4, num_steps=64) as rt:
+    with RangeTest(model, optimizer, start_lr=1e-3, end_lr=1e4, num_steps=64, confirm=False) as rt:
         report["div_own"] = _sweep(rt, model, optimizer, x, y)
     report["div_result"] = rt.result.to_dict()
     report["div_after"] = _state(model, optimizer)
@@ -212,7 +214,7 @@ def _ddp_worker(rank: int) -> dict:
     for n in (11, 8):
         with warnings.catch_warnings(record=True) as caught, _all_reduce_sizes() as report[f"short{n}_calls"]:
             warnings.simplefilter("always")
-            with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1e-2, num_steps=40) as rt:
+            with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1e-2, num_steps=40, confirm=False) as rt:
                 report[f"short{n}_own"] = _sweep(rt, model, optimizer, x, y, one_shot=n, as_float=True)
         report[f"short{n}_warnings"] = [str(w.message) for w in caught if "ran out" in str(w.message)]
         report[f"short{n}_result"] = rt.result.to_dict()
@@ -256,7 +258,7 @@ def _fsdp_worker(rank: int) -> dict:
         "before": _state(model, optimizer),
     }
     for where in ("device", "cpu", "disk"):
-        with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1.0, num_steps=12, snapshot=where) as rt:
+        with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1.0, num_steps=12, snapshot=where, confirm=False) as rt:
             report[f"own_{where}"] = _sweep(rt, model, optimizer, x, y)
         report[f"result_{where}"] = rt.result.to_dict()
         report[f"after_{where}"] = _state(model, optimizer)

@@ -42,7 +42,7 @@ def _sweep(model, opt, data, loss_fn, fail_at=None, phase=None, exc=None, **opti
     options.setdefault("num_steps", N)
     options.setdefault("start_lr", 1e-4)
     options.setdefault("end_lr", 1.0)
-    with RangeTest(model, opt, **options) as rt:
+    with RangeTest(model, opt, **options, confirm=False) as rt:
         for i, batch in enumerate(rt.batches(data)):
             if i == fail_at and phase == "before_forward":
                 raise exc
@@ -116,7 +116,7 @@ def test_keyboard_interrupt_propagates_unchanged_and_restores():
 
 def test_a_range_test_can_be_run_again_after_a_failure():
     model, opt, data, loss_fn, _ = make_setup(dropout=0.0)
-    rt = RangeTest(model, opt, num_steps=N, start_lr=1e-4, end_lr=1.0)
+    rt = RangeTest(model, opt, num_steps=N, start_lr=1e-4, end_lr=1.0, confirm=False)
     with pytest.raises(Boom):
         with rt:
             raise Boom
@@ -159,7 +159,15 @@ def test_range_test_restores_after_loss_fn_raises_midway(kind, accumulation_step
 
     with pytest.raises(kind) as info:
         range_test(
-            model, opt, data, failing, num_steps=N, start_lr=1e-4, end_lr=1.0, accumulation_steps=accumulation_steps
+            model,
+            opt,
+            data,
+            failing,
+            num_steps=N,
+            start_lr=1e-4,
+            end_lr=1.0,
+            accumulation_steps=accumulation_steps,
+            confirm=False,
         )
     assert info.value is exc
     assert len(calls) == 7
@@ -184,7 +192,7 @@ def test_failure_inside_enter_after_the_snapshot_restores(module, target, monkey
         raise Boom(target)
 
     monkeypatch.setattr(module, target, failing)
-    rt = RangeTest(model, opt, num_steps=N)
+    rt = RangeTest(model, opt, num_steps=N, confirm=False)
     with pytest.raises(Boom, match=target):
         rt.__enter__()
     assert_same(before, capture(model, opt))
@@ -207,7 +215,7 @@ def test_failure_while_taking_the_snapshot_touches_nothing(tmp_path, monkeypatch
 
     before = capture(model, opt)
     with pytest.raises(Boom, match="state_dict"):
-        with RangeTest(model, opt, num_steps=N, extra_state=[BadExtra()], snapshot="disk"):
+        with RangeTest(model, opt, num_steps=N, extra_state=[BadExtra()], snapshot="disk", confirm=False):
             pytest.fail("the block must not run")
     assert_same(before, capture(model, opt))
     assert_nothing_registered()
@@ -254,7 +262,7 @@ def test_loader_failing_on_second_pass_via_range_test():
             return iter(data)
 
     with pytest.raises(OSError, match="second pass"):
-        range_test(model, opt, SecondPassFails(), loss_fn, num_steps=20, start_lr=1e-4, end_lr=1.0)
+        range_test(model, opt, SecondPassFails(), loss_fn, num_steps=20, start_lr=1e-4, end_lr=1.0, confirm=False)
     assert_same(before, capture(model, opt))
     assert_nothing_registered()
 
@@ -301,7 +309,7 @@ def test_failure_in_the_flush_on_exit_after_an_early_stop(monkeypatch):
         raise Boom("flush on exit")
 
     monkeypatch.setattr(sweep.WindowReader, "push", push)
-    rt = RangeTest(model, opt, num_steps=N, start_lr=1e-4, end_lr=1.0)
+    rt = RangeTest(model, opt, num_steps=N, start_lr=1e-4, end_lr=1.0, confirm=False)
     with pytest.raises(Boom, match="flush on exit"):
         with rt:
             for i, batch in enumerate(rt.batches(data)):
@@ -341,7 +349,7 @@ def test_non_finite_loss_ends_the_sweep_as_diverged_and_restores(bad, where):
     before = capture(model, opt)
     turn = 5
     steps = []
-    with RangeTest(model, opt, num_steps=40, start_lr=1e-4, end_lr=1e-2, snapshot=where) as rt:
+    with RangeTest(model, opt, num_steps=40, start_lr=1e-4, end_lr=1e-2, snapshot=where, confirm=False) as rt:
         for batch in rt.batches(data):
             opt.zero_grad()
             loss = loss_fn(model, batch)
@@ -456,7 +464,7 @@ def test_vanished_disk_file_during_a_range_test_raises_snapshot_error_and_cleans
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     model, opt, data, loss_fn, _ = make_setup()
     with pytest.raises(SnapshotError, match="is gone; nothing was restored"):
-        with RangeTest(model, opt, num_steps=N, snapshot="disk") as rt:
+        with RangeTest(model, opt, num_steps=N, snapshot="disk", confirm=False) as rt:
             (directory,) = glob.glob(str(tmp_path / "torch_lrrange_*"))
             os.remove(os.path.join(directory, "0.pt"))
             for batch in rt.batches(data):
@@ -473,7 +481,7 @@ def test_snapshot_error_keeps_the_original_exception_as_context(tmp_path, monkey
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     model, opt, _data, _loss_fn, _ = make_setup()
     with pytest.raises(SnapshotError) as info:
-        with RangeTest(model, opt, num_steps=N, snapshot="disk"):
+        with RangeTest(model, opt, num_steps=N, snapshot="disk", confirm=False):
             (directory,) = glob.glob(str(tmp_path / "torch_lrrange_*"))
             os.remove(os.path.join(directory, "3.pt"))
             raise Boom("user code")
@@ -607,7 +615,7 @@ def test_param_group_added_during_the_sweep_is_dropped():
     model, opt, data, loss_fn, _ = make_setup()
     before = capture(model, opt)
     extra = torch.nn.Parameter(torch.zeros(2))
-    with RangeTest(model, opt, num_steps=N) as rt:
+    with RangeTest(model, opt, num_steps=N, confirm=False) as rt:
         opt.add_param_group({"params": [extra], "lr": 1.0})
         for batch in rt.batches(data):
             opt.zero_grad()
@@ -657,7 +665,7 @@ def test_next_epoch_of_a_shuffling_loader_is_unchanged_by_a_test():
     torch.manual_seed(7)
     untouched = [x.flatten().tolist() for x, _ in loader]
     torch.manual_seed(7)
-    range_test(model, opt, loader, lambda m, b: ((m(b[0]).squeeze(-1) - b[1]) ** 2).mean(), num_steps=12)
+    range_test(model, opt, loader, lambda m, b: ((m(b[0]).squeeze(-1) - b[1]) ** 2).mean(), num_steps=12, confirm=False)
     assert [x.flatten().tolist() for x, _ in loader] == untouched
 
 
@@ -665,7 +673,7 @@ def test_what_is_not_restored_is_as_documented():
     model, opt, data, loss_fn, _ = make_setup()
     generator = torch.Generator().manual_seed(0)
     generator_state = generator.get_state()
-    with RangeTest(model, opt, num_steps=N) as rt:
+    with RangeTest(model, opt, num_steps=N, confirm=False) as rt:
         model[0].weight.requires_grad_(False)
         model.note = "set during the test"
         torch.rand(2, generator=generator)
@@ -703,7 +711,7 @@ def test_an_extra_object_refusing_its_state_is_named_and_everything_else_restore
         SnapshotError,
         match=r"could not restore extra_state\[1\] \(Counter\): RuntimeError: refused; the model, optimizer, RNG states and the other extra_state objects were restored",
     ):
-        with RangeTest(model, opt, num_steps=N, extra_state=[good_before, bad, good_after]) as rt:
+        with RangeTest(model, opt, num_steps=N, extra_state=[good_before, bad, good_after], confirm=False) as rt:
             for batch in rt.batches(data):
                 opt.zero_grad()
                 loss = loss_fn(model, batch)

@@ -73,6 +73,7 @@ def test_results_are_keyed_by_value_tuples_in_grid_order_and_match_lone_range_te
         alone = range_test(twin, twin_opt, _loader(), _loss, hyperparams={"weight_decay": wd}, **OPTIONS)
         np.testing.assert_array_equal(result.losses, alone.losses)
         assert result.metadata["hyperparams"] == {"weight_decay": wd}
+        assert result.confirmation is None and alone.confirmation is not None  # the grid does not confirm unasked
     assert not np.array_equal(grid.results[(0.0,)].losses, grid.results[(0.1,)].losses)
 
 

@@ -33,7 +33,7 @@ def _sweep(opt, model, after_record=None):
     hook = opt.register_step_pre_hook(lambda o, args, kwargs: used.append(float(o.param_groups[0]["lr"])))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=STEPS) as rt:
+        with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=STEPS, confirm=False) as rt:
             for batch in rt.batches(regression_data()):
                 opt.zero_grad()
                 loss = mse(model, batch)
@@ -104,7 +104,7 @@ def test_the_hook_is_removed_after_an_exception_too():
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     hooks = len(_global_optimizer_pre_hooks)
-    with pytest.raises(KeyboardInterrupt), RangeTest(model, opt, num_steps=10) as rt:
+    with pytest.raises(KeyboardInterrupt), RangeTest(model, opt, num_steps=10, confirm=False) as rt:
         for batch in rt.batches(regression_data()):
             opt.zero_grad()
             mse(model, batch).backward()
@@ -119,7 +119,7 @@ def test_another_optimizer_in_the_same_loop_is_left_alone():
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     other_opt = torch.optim.SGD(other.parameters(), lr=0.3)
     seen = []
-    with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=STEPS) as rt:
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=STEPS, confirm=False) as rt:
         for i, batch in enumerate(rt.batches(regression_data())):
             for m, o in ((model, opt), (other, other_opt)):
                 o.zero_grad()
@@ -161,7 +161,7 @@ def test_an_optimizer_without_hooks_is_checked_at_record():
     opt = Wrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=STEPS) as rt:
+        with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=STEPS, confirm=False) as rt:
             for batch in rt.batches(regression_data()):
                 opt.zero_grad()
                 loss = mse(model, batch)

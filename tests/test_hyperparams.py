@@ -60,9 +60,9 @@ def _refused(optimizer_factory, hyperparams, error, match):
     opt = optimizer_factory(model.parameters())
     before = Restored(model, opt)
     with pytest.raises(error, match=match):
-        RangeTest(model, opt, hyperparams=hyperparams)
+        RangeTest(model, opt, hyperparams=hyperparams, confirm=False)
     with pytest.raises(error, match=match):
-        range_test(model, opt, _data(), _loss, hyperparams=hyperparams)
+        range_test(model, opt, _data(), _loss, hyperparams=hyperparams, confirm=False)
     before.check()
 
 
@@ -114,7 +114,7 @@ def test_a_key_held_by_one_group_only_is_refused():
     opt = torch.optim.SGD(groups, lr=0.1)
     before = Restored(model, opt)
     with pytest.raises(ValueError, match=r"key 'my_scale' is not held by every param group of SGD"):
-        RangeTest(model, opt, hyperparams={"my_scale": 1.0})
+        RangeTest(model, opt, hyperparams={"my_scale": 1.0}, confirm=False)
     before.check()
 
 
@@ -210,7 +210,7 @@ def test_refusal_comes_before_other_checks_touch_anything():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     before = Restored(model, opt)
     with pytest.raises(ValueError, match=r"hyperparams\['momentum'\] must be a finite real number in \[0, 1\]"):
-        RangeTest(model, opt, hyperparams={"weight_decay": 1e-2, "momentum": 2.0})
+        RangeTest(model, opt, hyperparams={"weight_decay": 1e-2, "momentum": 2.0}, confirm=False)
     before.check()
     assert opt.param_groups[0]["weight_decay"] == 0
 
@@ -228,7 +228,7 @@ def test_every_group_holds_the_values_at_every_step_and_gets_its_own_back():
         seen.append([(g["weight_decay"], g["momentum"]) for g in o.param_groups])
 
     hyperparams = {"weight_decay": 1e-2, "momentum": 0.8}
-    with RangeTest(model, opt, num_steps=20, hyperparams=hyperparams, keep_zero_groups=False) as rt:
+    with RangeTest(model, opt, num_steps=20, hyperparams=hyperparams, keep_zero_groups=False, confirm=False) as rt:
         steps = _sweep(rt, model, opt, _data(), check=check)
     assert steps == 20
     assert seen == [[(1e-2, 0.8), (1e-2, 0.8)]] * 20
@@ -249,7 +249,7 @@ def test_groups_holding_zero_keep_it_and_the_others_get_the_value():
     def check(o):
         seen.append([(g["weight_decay"], g["momentum"]) for g in o.param_groups])
 
-    with RangeTest(model, opt, num_steps=16, hyperparams={"weight_decay": 1e-2, "momentum": 0.8}) as rt:
+    with RangeTest(model, opt, num_steps=16, hyperparams={"weight_decay": 1e-2, "momentum": 0.8}, confirm=False) as rt:
         _sweep(rt, model, opt, _data(), check=check)
     assert seen == [[(1e-2, 0.8), (0.0, 0.0)]] * 16
     before.check()
@@ -259,7 +259,7 @@ def test_groups_holding_zero_keep_it_and_the_others_get_the_value():
     twin_groups = _two_groups(twin_model, momentum=0.8, weight_decay=1e-2)
     twin_groups[1].update(momentum=0.0, weight_decay=0.0)
     twin = torch.optim.SGD(twin_groups, lr=0.1)
-    with RangeTest(twin_model, twin, num_steps=16) as twin_rt:
+    with RangeTest(twin_model, twin, num_steps=16, confirm=False) as twin_rt:
         _sweep(twin_rt, twin_model, twin, _data())
     np.testing.assert_array_equal(rt.result.losses, twin_rt.result.losses)
 
@@ -268,7 +268,7 @@ def test_every_group_gets_the_value_when_every_group_holds_zero():
     model = _model()
     opt = torch.optim.SGD(_two_groups(model, weight_decay=0.0), lr=0.1)
     seen = []
-    with RangeTest(model, opt, num_steps=8, hyperparams={"weight_decay": 1e-2}) as rt:
+    with RangeTest(model, opt, num_steps=8, hyperparams={"weight_decay": 1e-2}, confirm=False) as rt:
         _sweep(rt, model, opt, _data(), check=lambda o: seen.append([g["weight_decay"] for g in o.param_groups]))
     assert seen == [[1e-2, 1e-2]] * 8
     assert "hyperparams_left" not in rt.result.metadata
@@ -289,7 +289,9 @@ def test_a_zero_tensor_counts_as_zero_and_betas_only_when_all_zero():
     def check(o):
         seen.append([(float(g["weight_decay"]), g["betas"]) for g in o.param_groups])
 
-    with RangeTest(model, opt, num_steps=8, hyperparams={"weight_decay": 0.5, "betas": (0.8, 0.99)}) as rt:
+    with RangeTest(
+        model, opt, num_steps=8, hyperparams={"weight_decay": 0.5, "betas": (0.8, 0.99)}, confirm=False
+    ) as rt:
         _sweep(rt, model, opt, _data(), check=check)
     assert seen == [[(0.5, (0.8, 0.99)), (0.0, (0.8, 0.99))]] * 8
     assert opt.param_groups[1]["weight_decay"] is decay
@@ -300,13 +302,13 @@ def test_keep_zero_groups_must_be_a_bool(value):
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(TypeError, match=f"keep_zero_groups must be True or False, got .*{value!r}"):
-        RangeTest(model, opt, hyperparams={"weight_decay": 1e-3}, keep_zero_groups=value)
+        RangeTest(model, opt, hyperparams={"weight_decay": 1e-3}, keep_zero_groups=value, confirm=False)
 
 
 def _losses(optimizer_factory, hyperparams):
     model = _model()
     opt = optimizer_factory(model.parameters())
-    with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=24, hyperparams=hyperparams) as rt:
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=1.0, num_steps=24, hyperparams=hyperparams, confirm=False) as rt:
         _sweep(rt, model, opt, _data())
     return rt.result.losses
 
@@ -344,7 +346,7 @@ def test_betas_take_a_tuple_or_a_list_and_are_held_as_the_optimizers_type():
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = Restored(model, opt)
     seen = []
-    with RangeTest(model, opt, num_steps=16, hyperparams={"betas": [0.85, 0.99]}) as rt:
+    with RangeTest(model, opt, num_steps=16, hyperparams={"betas": [0.85, 0.99]}, confirm=False) as rt:
         _sweep(rt, model, opt, _data(), check=lambda o: seen.append(o.param_groups[0]["betas"]))
     assert seen == [(0.85, 0.99)] * 16
     assert all(type(b) is tuple for b in seen)
@@ -363,7 +365,7 @@ def test_a_tensor_hyperparameter_is_filled_in_place_and_keeps_its_identity():
         assert o.param_groups[0]["weight_decay"] is decay
         seen.append(float(decay))
 
-    with RangeTest(model, opt, num_steps=16, hyperparams={"weight_decay": torch.tensor(1e-3)}) as rt:
+    with RangeTest(model, opt, num_steps=16, hyperparams={"weight_decay": torch.tensor(1e-3)}, confirm=False) as rt:
         _sweep(rt, model, opt, _data(), check=check)
     assert seen == [pytest.approx(1e-3)] * 16
     before.check()
@@ -376,7 +378,7 @@ def test_tensor_betas_keep_their_identity():
     betas = (torch.tensor(0.9), torch.tensor(0.999))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=betas)
     seen = []
-    with RangeTest(model, opt, num_steps=16, hyperparams={"betas": (0.8, 0.99)}) as rt:
+    with RangeTest(model, opt, num_steps=16, hyperparams={"betas": (0.8, 0.99)}, confirm=False) as rt:
         _sweep(rt, model, opt, _data(), check=lambda o: seen.append(o.param_groups[0]["betas"]))
     assert all(b[0] is betas[0] and b[1] is betas[1] for b in seen)
     assert [round(float(b), 6) for b in opt.param_groups[0]["betas"]] == [0.9, 0.999]
@@ -388,7 +390,7 @@ def test_an_integer_hyperparameter_stays_an_integer():
     model = _model()
     opt = torch.optim.LBFGS(model.parameters(), lr=0.5, history_size=10)
     seen = []
-    with RangeTest(model, opt, num_steps=8, hyperparams={"history_size": 3}) as rt:
+    with RangeTest(model, opt, num_steps=8, hyperparams={"history_size": 3}, confirm=False) as rt:
         for batch in rt.batches(_data()):
             seen.append(opt.param_groups[0]["history_size"])
             loss = opt.step(lambda b=batch: (opt.zero_grad(), _loss(model, b).backward())[0] or _loss(model, b))
@@ -409,7 +411,9 @@ def test_restored_bit_exactly_after_an_exception(exc):
         opt.step()
     before = Restored(model, opt)
     with pytest.raises(exc, match="boom"):
-        with RangeTest(model, opt, num_steps=20, hyperparams={"betas": (0.5, 0.9), "weight_decay": 0.1}) as rt:
+        with RangeTest(
+            model, opt, num_steps=20, hyperparams={"betas": (0.5, 0.9), "weight_decay": 0.1}, confirm=False
+        ) as rt:
             _sweep(rt, model, opt, _data(), fail_at=5, exc=exc)
     before.check()
     assert opt.param_groups[0]["betas"] == (0.9, 0.999) and opt.param_groups[0]["weight_decay"] == 1e-4
@@ -425,7 +429,7 @@ def test_every_repeat_starts_with_the_values_and_the_end_restores_the_originals(
         seen.append(o.param_groups[0]["momentum"])
         o.param_groups[0]["momentum"] = 0.0  # a loop that changes it: the next repeat must set it again
 
-    with RangeTest(model, opt, num_steps=12, repeats=3, hyperparams={"momentum": 0.6}) as rt:
+    with RangeTest(model, opt, num_steps=12, repeats=3, hyperparams={"momentum": 0.6}, confirm=False) as rt:
         steps = _sweep(rt, model, opt, _data(), check=check)
     assert steps == 36
     assert seen[0] == seen[12] == seen[24] == 0.6
@@ -469,7 +473,7 @@ def test_every_range_test_keyword_works_with_hyperparams(options):
     def check(o):
         seen.append([g["weight_decay"] for g in o.param_groups])
 
-    with RangeTest(model, opt, num_steps=24, hyperparams={"weight_decay": 3e-3}, **options) as rt:
+    with RangeTest(model, opt, num_steps=24, hyperparams={"weight_decay": 3e-3}, **options, confirm=False) as rt:
         steps = _sweep(rt, model, opt, _data(), check=check)
     result = rt.result
     repeats = options.get("repeats", 1)
@@ -507,6 +511,7 @@ def test_range_test_passes_hyperparams_through_with_its_own_keywords():
         device="cpu",
         num_steps=10,
         hyperparams={"betas": (0.6, 0.9)},
+        confirm=False,
     )
     before.check()
     # 10 points x 2 optimizer steps x 2 micro-batches, plus a validation pass (2 batches) per point
@@ -518,7 +523,9 @@ def test_range_test_passes_hyperparams_through_with_its_own_keywords():
 def test_hyperparams_survive_the_json_round_trip(tmp_path):
     model = _model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    result = range_test(model, opt, _data(), _loss, num_steps=16, hyperparams={"betas": (0.8, 0.99), "eps": 1e-6})
+    result = range_test(
+        model, opt, _data(), _loss, num_steps=16, hyperparams={"betas": (0.8, 0.99), "eps": 1e-6}, confirm=False
+    )
     result.save(tmp_path / "r.json")
     loaded = RangeTestResult.load(tmp_path / "r.json")
     assert loaded.metadata["hyperparams"] == {"betas": [0.8, 0.99], "eps": 1e-6}

@@ -21,7 +21,10 @@ from integration_scripts.launch import accelerate_launch  # noqa: E402
 def _check(report, batches):
     assert report["restored"]  # model, AcceleratedOptimizer state and groups, grads, RNGs: bit-exact
     assert len(report["result"]["lrs"]) == 16
-    assert report["lrs_seen"] == report["result"]["lrs"]  # one point per real (synced) optimizer step
+    assert report["lrs_seen"][:16] == report["result"]["lrs"]  # one point per real (synced) optimizer step
+    confirmed = report["result"]["metadata"]["confirmation"]  # the default: six runs in the same loop
+    assert len(report["lrs_seen"]) == 16 + 6 * confirmed["steps"] and confirmed["steps"] == 100
+    assert report["lrs_seen"][16::100] == confirmed["candidates"]  # each run at its candidate's LR
     assert report["tested_losses"] == report["twin_losses"] and len(report["tested_losses"]) == batches
     assert report["tested_weights"] == report["twin_weights"]
 

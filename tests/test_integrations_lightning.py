@@ -109,6 +109,7 @@ def test_twin_trainers_train_identically_after_the_test(tmp_path):
     result = lr_range_test(tested, models[0], loaders[0], num_steps=24, start_lr=1e-5, end_lr=1.0)
 
     assert len(result.lrs) == 24 and result.usable, result
+    assert result.confirmation is None and result.lr == result.suggestion.lr  # Lightning: the curve's reading
     assert_same(before, models[0].state_dict())
     assert [m.training for m in models[0].modules()] == modes
     assert_same(rng, _rng())
@@ -243,6 +244,11 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
             TypeError,
             "does not run a confirmation phase yet",
             lambda: lr_range_test(trainer, module, loader, confirm=True),
+        ),
+        (
+            TypeError,
+            "does not run a confirmation phase yet",
+            lambda: lr_range_test(trainer, module, loader, confirm_score=lambda: 0.0),
         ),
         (
             ValueError,

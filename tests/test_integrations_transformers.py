@@ -30,7 +30,7 @@ from integration_scripts.transformers_setup import ByteText, digest, make_traine
 from torch_lrrange import RangeTest  # noqa: E402
 from torch_lrrange.integrations.transformers import lr_range_test  # noqa: E402
 
-SWEEP = {"num_steps": 16, "start_lr": 1e-5, "end_lr": 1.0}
+SWEEP = {"num_steps": 16, "start_lr": 1e-5, "end_lr": 1.0, "confirm": False}
 
 
 @pytest.fixture(autouse=True)
@@ -193,7 +193,7 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
         (TypeError, "trainer must be a transformers.Trainer", lambda: lr_range_test(trainer.model)),
         (TypeError, "update_args must be True or False", lambda: lr_range_test(trainer, update_args="yes")),
         (TypeError, r"unknown option\(s\) learning_rate", lambda: lr_range_test(trainer, learning_rate=1e-3)),
-        (TypeError, "does not run a confirmation phase yet", lambda: lr_range_test(trainer, confirm=True)),
+        (TypeError, "confirm must be None", lambda: lr_range_test(trainer, confirm="yes")),
         (ValueError, "num_steps must be an int in \\[2, 10000000\\]", lambda: lr_range_test(trainer, num_steps=0)),
         (ValueError, "mode must be one of 'exp', 'linear'", lambda: lr_range_test(trainer, mode="cosine")),
         (ValueError, "has no train_dataset", lambda: lr_range_test(no_data)),
@@ -203,6 +203,51 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
             call()
     assert trainer.optimizer is None and no_data.optimizer is None
     assert_same(before, trainer.model.state_dict())
+
+
+def test_confirmation_runs_each_candidate_on_the_sweeps_batches_and_restores_everything(tmp_path):
+    """confirm=4: six candidate runs of 4 optimizer steps, each from a new train dataloader that draws the
+    sweep's first batches again (the Trainer's own shuffling); then the Trainer trains as its twin does."""
+    tested, twin = make_trainer(tmp_path / "tested"), make_trainer(tmp_path / "twin")
+    seen: list[list[int]] = []
+    step = tested.training_step
+
+    def watched(model, inputs, num_items=None):
+        seen.append(inputs["input_ids"][:, 0].tolist())
+        return step(model, inputs, num_items)
+
+    tested.training_step = watched
+    transformers.set_seed(1)
+    before, rng = copy.deepcopy(tested.model.state_dict()), _rng()
+    result = lr_range_test(tested, **{**SWEEP, "confirm": 4})
+    del tested.training_step
+
+    confirmed = result.confirmation
+    assert confirmed is not None and confirmed.steps == 4 and len(confirmed.candidates) == 6
+    assert result.lr == confirmed.lr and result.lr != result.suggestion.lr
+    sweep, runs = seen[: -6 * 2 * 4], seen[-6 * 2 * 4 :]  # 2 micro-batches per optimizer step
+    assert len(sweep) >= 12
+    for k in range(6):
+        assert runs[8 * k : 8 * (k + 1)] == sweep[:8], k
+    assert len({tuple(b) for b in sweep[:12]}) == 12  # a shuffled pass of 12 distinct micro-batches
+    assert_same(before, tested.model.state_dict())
+    assert_same(rng, _rng())
+    assert tested.optimizer is None and tested.state.global_step == 0
+    assert "current_gradient_accumulation_steps" not in vars(tested)
+    assert not tested.accelerator.gradient_state.in_dataloader  # no pass left registered
+
+    tested.train()
+    transformers.set_seed(1)
+    twin.train()
+    assert steps(tested.state.log_history) == steps(twin.state.log_history)
+    assert digest(tested.model) == digest(twin.model)
+
+
+def test_the_default_confirms_with_six_runs_of_100_steps(tmp_path):
+    trainer = make_trainer(tmp_path)
+    result = lr_range_test(trainer, **{k: v for k, v in SWEEP.items() if k != "confirm"})
+    assert result.confirmation is not None and result.confirmation.cost == 600
+    assert result.confirmation.candidates[-1] < result.suggestion.climb_at
 
 
 def test_missing_transformers_says_how_to_install_it(monkeypatch):

@@ -103,7 +103,7 @@ def _sweep(num_steps: int, **options) -> RangeTest:
     model = nn.Linear(4, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(64, 4), torch.randn(64, 1)
-    with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1e-1, num_steps=num_steps, **options) as rt:
+    with RangeTest(model, optimizer, start_lr=1e-4, end_lr=1e-1, num_steps=num_steps, **options, confirm=False) as rt:
         for i in range(num_steps):
             optimizer.zero_grad()
             loss = nn.functional.mse_loss(model(x[i % 8 :: 8]), y[i % 8 :: 8])
@@ -118,9 +118,9 @@ def test_range_test_updates_once_per_window_without_extra_host_reads(monkeypatch
     reads: list[int] = []
 
     class Recording(Progress):
-        def update(self, position, lr, smoothed):
+        def update(self, position, lr, smoothed, phase=""):
             calls.append((position, lr, smoothed))
-            super().update(position, lr, smoothed)
+            super().update(position, lr, smoothed, phase)
 
     real_to_host = divergence.to_host
 
@@ -172,3 +172,24 @@ def test_the_confirmation_phase_shows_its_runs_and_counts_in_the_total(capsys, m
     assert rt.result.confirmation is not None
     lines = err.split("\r")
     assert any("confirmed 1/6" in line for line in lines) and "70/70  confirmed 6/6" in lines[-1]
+
+
+def test_steps_that_cost_several_gradients_show_what_they_cost_and_the_default_resizes_the_total(capsys, monkeypatch):
+    """LBFGS through range_test: closure calls are counted; the default confirmation's runs shrink to fit its
+    budget, and the plain bar's total follows them."""
+    from torch_lrrange import range_test
+
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=6)
+    data = [(x, x.sum(1, keepdim=True)) for x in torch.randn(6, 16, 4)]
+    result = range_test(
+        model, opt, data, lambda m, b: nn.functional.mse_loss(m(b[0]), b[1]), num_steps=40, progress=True
+    )
+    confirmed = result.confirmation
+    assert confirmed is not None and confirmed.steps < 100
+    total = 40 + 6 * confirmed.steps
+    last = capsys.readouterr().err.split("\r")[-1]
+    evaluations = result.metadata["evaluations"] + confirmed.evaluations
+    assert f"{total}/{total}  confirmed 6/6, {evaluations} gradient evaluations" in last

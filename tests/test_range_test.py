@@ -40,7 +40,7 @@ def _sweep(rt, model, optimizer, data, fail_at=None, exc=RuntimeError):
 def test_sweep_records_every_point_and_restores_exactly():
     model, opt, data = _setup()
     before = Restored(model, opt)
-    with RangeTest(model, opt, start_lr=1e-5, end_lr=1.0, num_steps=40) as rt:
+    with RangeTest(model, opt, start_lr=1e-5, end_lr=1.0, num_steps=40, confirm=False) as rt:
         lrs_seen = []
         for x, y in rt.batches(data):
             lrs_seen.append(opt.param_groups[0]["lr"])
@@ -61,7 +61,7 @@ def test_sweep_records_every_point_and_restores_exactly():
 def test_recorded_losses_are_the_raw_losses():
     model, opt, data = _setup()
     seen = []
-    with RangeTest(model, opt, start_lr=1e-6, end_lr=1e-3, num_steps=20) as rt:
+    with RangeTest(model, opt, start_lr=1e-6, end_lr=1e-3, num_steps=20, confirm=False) as rt:
         for x, y in rt.batches(data):
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
@@ -75,7 +75,7 @@ def test_recorded_losses_are_the_raw_losses():
 
 def test_float_losses_are_accepted():
     model, opt, data = _setup()
-    with RangeTest(model, opt, num_steps=10) as rt:
+    with RangeTest(model, opt, num_steps=10, confirm=False) as rt:
         for i, _ in enumerate(rt.batches(data)):
             rt.record(1.0 - 0.01 * i)
     assert rt.result.losses.tolist() == pytest.approx([1.0 - 0.01 * i for i in range(10)])
@@ -86,19 +86,19 @@ def test_float_losses_are_accepted():
 def test_an_exception_at_any_step_restores_and_propagates(fail_at, where):
     model, opt, data = _setup()
     before = Restored(model, opt)
-    rt = RangeTest(model, opt, num_steps=30, snapshot=where)
+    rt = RangeTest(model, opt, num_steps=30, snapshot=where, confirm=False)
     with pytest.raises(RuntimeError, match="boom"), rt:
         _sweep(rt, model, opt, data, fail_at=fail_at)
     before.check()
     assert rt.result is None
-    with RangeTest(model, opt, num_steps=2):  # the optimizer is free again
+    with RangeTest(model, opt, num_steps=2, confirm=False):  # the optimizer is free again
         pass
 
 
 def test_keyboard_interrupt_restores_and_propagates_unchanged():
     model, opt, data = _setup()
     before = Restored(model, opt)
-    with pytest.raises(KeyboardInterrupt) as info, RangeTest(model, opt, num_steps=30) as rt:
+    with pytest.raises(KeyboardInterrupt) as info, RangeTest(model, opt, num_steps=30, confirm=False) as rt:
         _sweep(rt, model, opt, data, fail_at=12, exc=KeyboardInterrupt)
     assert str(info.value) == "boom"
     before.check()
@@ -108,7 +108,7 @@ def test_training_after_the_test_is_bit_identical_to_an_untouched_twin():
     model, opt, data = _setup("adam", lr=1e-3)
     twin, twin_opt, _ = _setup("adam", lr=1e-3)
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    with RangeTest(model, opt, num_steps=25, end_lr=1.0) as rt:
+    with RangeTest(model, opt, num_steps=25, end_lr=1.0, confirm=False) as rt:
         _sweep(rt, model, opt, data)
 
     def train(m, o):
@@ -134,7 +134,7 @@ def test_tensor_lr_is_swept_in_place_and_restored():
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     before = Restored(model, opt)
     seen = []
-    with RangeTest(model, opt, start_lr=1e-4, end_lr=1e-1, num_steps=12) as rt:
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=1e-1, num_steps=12, confirm=False) as rt:
         for x, y in rt.batches(data):
             assert opt.param_groups[0]["lr"] is lr
             seen.append(lr.item())
@@ -149,7 +149,7 @@ def test_tensor_lr_is_swept_in_place_and_restored():
 
 def test_divergence_ends_the_sweep_and_cuts_the_curve():
     model, opt, data = _setup()
-    with RangeTest(model, opt, num_steps=100) as rt:
+    with RangeTest(model, opt, num_steps=100, confirm=False) as rt:
         steps = 0
         for _ in rt.batches(data):
             steps += 1
@@ -162,7 +162,7 @@ def test_divergence_ends_the_sweep_and_cuts_the_curve():
 
 def test_nan_loss_ends_the_sweep():
     model, opt, data = _setup()
-    with RangeTest(model, opt, num_steps=50) as rt:
+    with RangeTest(model, opt, num_steps=50, confirm=False) as rt:
         for i, _ in enumerate(rt.batches(data)):
             rt.record(torch.tensor(float("nan") if i == 20 else 2.0 - i / 100))
     assert rt.result.diverged and len(rt.result.losses) == 20 and np.all(np.isfinite(rt.result.losses))
@@ -171,7 +171,7 @@ def test_nan_loss_ends_the_sweep():
 def test_done_stops_a_loop_that_does_not_use_batches():
     model, opt, _ = _setup()
     calls = 0
-    with RangeTest(model, opt, num_steps=20) as rt:
+    with RangeTest(model, opt, num_steps=20, confirm=False) as rt:
         while not rt.done:
             rt.record(torch.tensor(1.0))
             calls += 1
@@ -180,7 +180,7 @@ def test_done_stops_a_loop_that_does_not_use_batches():
 
 def test_record_after_the_end_warns_once_and_is_ignored():
     model, opt, _ = _setup()
-    with RangeTest(model, opt, num_steps=2) as rt:
+    with RangeTest(model, opt, num_steps=2, confirm=False) as rt:
         rt.record(1.0)
         rt.record(1.0)
         with pytest.warns(UserWarning, match="record\\(\\) called after the sweep ended"):
@@ -191,7 +191,7 @@ def test_record_after_the_end_warns_once_and_is_ignored():
 
 def test_batches_reiterates_a_loader_that_runs_out():
     model, opt, data = _setup()
-    with RangeTest(model, opt, num_steps=20) as rt:
+    with RangeTest(model, opt, num_steps=20, confirm=False) as rt:
         items = []
         for item in rt.batches(data[:3]):
             items.append(item)
@@ -202,7 +202,7 @@ def test_batches_reiterates_a_loader_that_runs_out():
 def test_batches_passes_any_item_unchanged():
     model, opt, _ = _setup()
     batch = {"x": torch.ones(2), "meta": object()}
-    with RangeTest(model, opt, num_steps=3) as rt:
+    with RangeTest(model, opt, num_steps=3, confirm=False) as rt:
         for item in rt.batches([batch]):
             assert item is batch
             rt.record(1.0)
@@ -213,7 +213,7 @@ def test_a_one_shot_iterator_that_runs_out_ends_early_with_a_warning():
     before = Restored(model, opt)
     with (
         pytest.warns(UserWarning, match="the iterator ran out after 8 of 30 points"),
-        RangeTest(model, opt, num_steps=30) as rt,
+        RangeTest(model, opt, num_steps=30, confirm=False) as rt,
     ):
         _sweep(rt, model, opt, iter(data))
     assert len(rt.result.losses) == 8
@@ -223,7 +223,7 @@ def test_a_one_shot_iterator_that_runs_out_ends_early_with_a_warning():
 def test_an_empty_loader_is_a_value_error():
     model, opt, _ = _setup()
     before = Restored(model, opt)
-    with pytest.raises(ValueError, match="the loader is empty"), RangeTest(model, opt) as rt:
+    with pytest.raises(ValueError, match="the loader is empty"), RangeTest(model, opt, confirm=False) as rt:
         for _ in rt.batches([]):
             pass
     before.check()
@@ -231,16 +231,16 @@ def test_an_empty_loader_is_a_value_error():
 
 def test_a_pass_without_record_is_an_error_not_an_endless_loop():
     model, opt, data = _setup()
-    with pytest.raises(RuntimeError, match="recorded no point"), RangeTest(model, opt) as rt:
+    with pytest.raises(RuntimeError, match="recorded no point"), RangeTest(model, opt, confirm=False) as rt:
         for _ in rt.batches(data):
             pass
 
 
 def test_a_second_range_test_on_the_same_optimizer_is_refused():
     model, opt, _ = _setup()
-    with RangeTest(model, opt, num_steps=5):
+    with RangeTest(model, opt, num_steps=5, confirm=False):
         with pytest.raises(RuntimeError, match="already under a running RangeTest"):
-            with RangeTest(model, opt, num_steps=5):
+            with RangeTest(model, opt, num_steps=5, confirm=False):
                 pass
         assert opt.param_groups[0]["lr"] == 1e-7  # the outer test is untouched
     assert opt.param_groups[0]["lr"] == 0.05
@@ -248,7 +248,7 @@ def test_a_second_range_test_on_the_same_optimizer_is_refused():
 
 def test_record_outside_the_block_and_bad_losses():
     model, opt, _ = _setup()
-    rt = RangeTest(model, opt)
+    rt = RangeTest(model, opt, confirm=False)
     with pytest.raises(RuntimeError, match="inside the `with RangeTest"):
         rt.record(1.0)
     with rt:
@@ -262,7 +262,7 @@ def test_record_outside_the_block_and_bad_losses():
 
 def test_exit_before_the_end_keeps_the_recorded_points():
     model, opt, data = _setup()
-    with RangeTest(model, opt, num_steps=50) as rt:
+    with RangeTest(model, opt, num_steps=50, confirm=False) as rt:
         for i, _ in enumerate(rt.batches(data)):
             rt.record(2.0 - i / 100)
             if i == 12:
@@ -298,16 +298,16 @@ def test_bad_arguments_are_refused_before_anything_is_touched(kwargs, error, mes
     model, opt, _ = _setup()
     before = Restored(model, opt)
     with pytest.raises(error, match=message):
-        RangeTest(model, opt, **kwargs)
+        RangeTest(model, opt, **kwargs, confirm=False)
     before.check()
 
 
 def test_model_and_optimizer_types_are_checked():
     model, opt, _ = _setup()
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module, got dict"):
-        RangeTest({}, opt)
+        RangeTest({}, opt, confirm=False)
     with pytest.raises(TypeError, match="optimizer must be a torch optimizer or an object with param_groups"):
-        RangeTest(model, model)
+        RangeTest(model, model, confirm=False)
 
 
 def test_range_test_function_with_accumulation_records_the_mean_of_micro_batches():
@@ -320,7 +320,7 @@ def test_range_test_function_with_accumulation_records_the_mean_of_micro_batches
         micro.append(loss.item())
         return loss
 
-    result = range_test(model, opt, data, loss_fn, accumulation_steps=4, num_steps=10, end_lr=1e-2)
+    result = range_test(model, opt, data, loss_fn, accumulation_steps=4, num_steps=10, end_lr=1e-2, confirm=False)
     before.check()
     expected = [np.float32(np.float32(sum(np.float32(v) for v in micro[i : i + 4])) / 4) for i in range(0, 40, 4)]
     assert result.losses == pytest.approx(np.asarray(expected, dtype=np.float64), rel=1e-6)
@@ -329,15 +329,17 @@ def test_range_test_function_with_accumulation_records_the_mean_of_micro_batches
 
 def test_done_step_and_lr_are_defined_before_the_block():
     model, opt, _ = _setup()
-    rt = RangeTest(model, opt, start_lr=1e-5, end_lr=1.0, num_steps=10)
+    rt = RangeTest(model, opt, start_lr=1e-5, end_lr=1.0, num_steps=10, confirm=False)
     assert (rt.done, rt.step, rt.lr) == (False, 0, 1e-5)
-    per_group = RangeTest(model, opt, start_lr=[2e-5], end_lr=[1.0], num_steps=10)
+    per_group = RangeTest(model, opt, start_lr=[2e-5], end_lr=[1.0], num_steps=10, confirm=False)
     assert per_group.lr == 2e-5
 
 
 def test_numpy_and_tensor_scalars_are_numbers_everywhere(tmp_path):
     model, opt, data = _setup()
-    with RangeTest(model, opt, start_lr=np.float32(1e-4), end_lr=torch.tensor(1.0), num_steps=np.int64(12)) as rt:
+    with RangeTest(
+        model, opt, start_lr=np.float32(1e-4), end_lr=torch.tensor(1.0), num_steps=np.int64(12), confirm=False
+    ) as rt:
         for batch in rt.batches(data):
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
@@ -367,7 +369,7 @@ def test_numpy_and_tensor_scalars_are_numbers_everywhere(tmp_path):
 def test_ranges_that_cannot_give_a_sweep_are_refused_at_construction(kwargs, message):
     model, opt, _ = _setup()
     with pytest.raises(ValueError, match=message):
-        RangeTest(model, opt, **kwargs)
+        RangeTest(model, opt, **kwargs, confirm=False)
 
 
 # --- bad input: a ValueError or TypeError that names the argument, raised before anything is touched ---
@@ -393,284 +395,334 @@ class NoLR(EmptyGroups):
 
 # (id, call(model, optimizer, data, loss_fn), exception, message regex)
 RANGE_TEST = [
-    ("model", lambda m, o, d, f: RangeTest(object(), o), TypeError, "model must be a torch.nn.Module, got object"),
-    ("model-none", lambda m, o, d, f: RangeTest(None, o), TypeError, "model must be a torch.nn.Module, got NoneType"),
+    (
+        "model",
+        lambda m, o, d, f: RangeTest(object(), o, confirm=False),
+        TypeError,
+        "model must be a torch.nn.Module, got object",
+    ),
+    (
+        "model-none",
+        lambda m, o, d, f: RangeTest(None, o, confirm=False),
+        TypeError,
+        "model must be a torch.nn.Module, got NoneType",
+    ),
     (
         "optimizer",
-        lambda m, o, d, f: RangeTest(m, object()),
+        lambda m, o, d, f: RangeTest(m, object(), confirm=False),
         TypeError,
         "optimizer must be a torch optimizer.*lacks param_groups, state_dict, load_state_dict",
     ),
     (
         "optimizer-partial",
-        lambda m, o, d, f: RangeTest(m, NotAnOptimizer()),
+        lambda m, o, d, f: RangeTest(m, NotAnOptimizer(), confirm=False),
         TypeError,
         "optimizer must be .*lacks state_dict, load_state_dict",
     ),
     (
         "optimizer-empty",
-        lambda m, o, d, f: RangeTest(m, EmptyGroups()),
+        lambda m, o, d, f: RangeTest(m, EmptyGroups(), confirm=False),
         TypeError,
         "optimizer.param_groups must be a non-empty list of dicts that each hold an 'lr'",
     ),
     (
         "optimizer-no-lr",
-        lambda m, o, d, f: RangeTest(m, NoLR()),
+        lambda m, o, d, f: RangeTest(m, NoLR(), confirm=False),
         TypeError,
         "optimizer.param_groups must be .* hold an 'lr'",
     ),
-    ("start_lr-str", lambda m, o, d, f: RangeTest(m, o, start_lr="1e-3"), TypeError, f"start_lr {POS}, got str '1e-3'"),
-    ("start_lr-bool", lambda m, o, d, f: RangeTest(m, o, start_lr=True), TypeError, f"start_lr {POS}, got bool"),
-    ("start_lr-none", lambda m, o, d, f: RangeTest(m, o, start_lr=None), TypeError, f"start_lr {POS}, got NoneType"),
-    ("start_lr-nan", lambda m, o, d, f: RangeTest(m, o, start_lr=NAN), ValueError, f"start_lr {POS}, got nan"),
-    ("start_lr-inf", lambda m, o, d, f: RangeTest(m, o, start_lr=INF), ValueError, f"start_lr {POS}, got inf"),
-    ("start_lr-zero", lambda m, o, d, f: RangeTest(m, o, start_lr=0.0), ValueError, f"start_lr {POS}, got 0.0"),
+    (
+        "start_lr-str",
+        lambda m, o, d, f: RangeTest(m, o, start_lr="1e-3", confirm=False),
+        TypeError,
+        f"start_lr {POS}, got str '1e-3'",
+    ),
+    (
+        "start_lr-bool",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=True, confirm=False),
+        TypeError,
+        f"start_lr {POS}, got bool",
+    ),
+    (
+        "start_lr-none",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=None, confirm=False),
+        TypeError,
+        f"start_lr {POS}, got NoneType",
+    ),
+    (
+        "start_lr-nan",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=NAN, confirm=False),
+        ValueError,
+        f"start_lr {POS}, got nan",
+    ),
+    (
+        "start_lr-inf",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=INF, confirm=False),
+        ValueError,
+        f"start_lr {POS}, got inf",
+    ),
+    (
+        "start_lr-zero",
+        lambda m, o, d, f: RangeTest(m, o, start_lr=0.0, confirm=False),
+        ValueError,
+        f"start_lr {POS}, got 0.0",
+    ),
     (
         "start_lr-negative",
-        lambda m, o, d, f: RangeTest(m, o, start_lr=-1e-3),
+        lambda m, o, d, f: RangeTest(m, o, start_lr=-1e-3, confirm=False),
         ValueError,
         f"start_lr {POS}, got -0.001",
     ),
     (
         "start_lr-tensor",
-        lambda m, o, d, f: RangeTest(m, o, start_lr=torch.tensor([1e-3, 1e-2])),
+        lambda m, o, d, f: RangeTest(m, o, start_lr=torch.tensor([1e-3, 1e-2]), confirm=False),
         TypeError,
         f"start_lr {POS}, got Tensor",
     ),
-    ("end_lr-nan", lambda m, o, d, f: RangeTest(m, o, end_lr=NAN), ValueError, f"end_lr {POS}, got nan"),
-    ("end_lr-inf", lambda m, o, d, f: RangeTest(m, o, end_lr=INF), ValueError, f"end_lr {POS}, got inf"),
-    ("end_lr-negative", lambda m, o, d, f: RangeTest(m, o, end_lr=-1.0), ValueError, f"end_lr {POS}, got -1.0"),
-    ("end_lr-str", lambda m, o, d, f: RangeTest(m, o, end_lr="10"), TypeError, f"end_lr {POS}, got str"),
+    ("end_lr-nan", lambda m, o, d, f: RangeTest(m, o, end_lr=NAN, confirm=False), ValueError, f"end_lr {POS}, got nan"),
+    ("end_lr-inf", lambda m, o, d, f: RangeTest(m, o, end_lr=INF, confirm=False), ValueError, f"end_lr {POS}, got inf"),
+    (
+        "end_lr-negative",
+        lambda m, o, d, f: RangeTest(m, o, end_lr=-1.0, confirm=False),
+        ValueError,
+        f"end_lr {POS}, got -1.0",
+    ),
+    ("end_lr-str", lambda m, o, d, f: RangeTest(m, o, end_lr="10", confirm=False), TypeError, f"end_lr {POS}, got str"),
     (
         "end_lr-equal",
-        lambda m, o, d, f: RangeTest(m, o, start_lr=0.1, end_lr=0.1),
+        lambda m, o, d, f: RangeTest(m, o, start_lr=0.1, end_lr=0.1, confirm=False),
         ValueError,
         r"end_lr must be > start_lr, got start_lr=0.1 and end_lr=0.1",
     ),
     (
         "end_lr-below",
-        lambda m, o, d, f: RangeTest(m, o, start_lr=1.0, end_lr=0.1),
+        lambda m, o, d, f: RangeTest(m, o, start_lr=1.0, end_lr=0.1, confirm=False),
         ValueError,
         r"end_lr must be > start_lr, got start_lr=1.0 and end_lr=0.1",
     ),
     (
         "start_lr-short-list",
-        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3]),
+        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3], confirm=False),
         ValueError,
         r"start_lr must be a float or a list of 2 floats \(one per param group\), got a list of 1",
     ),
     (
         "start_lr-long-list",
-        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3] * 3),
+        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3] * 3, confirm=False),
         ValueError,
         r"start_lr must be a float or a list of 2 floats .*got a list of 3",
     ),
     (
         "end_lr-empty-tuple",
-        lambda m, o, d, f: RangeTest(m, o, end_lr=()),
+        lambda m, o, d, f: RangeTest(m, o, end_lr=(), confirm=False),
         ValueError,
         r"end_lr must be a float or a list of 2 floats .*got a tuple of 0",
     ),
     (
         "start_lr-nan-item",
-        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3, NAN]),
+        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3, NAN], confirm=False),
         ValueError,
         rf"start_lr\[1\] {POS}, got nan",
     ),
     (
         "end_lr-str-item",
-        lambda m, o, d, f: RangeTest(m, o, end_lr=["1", 1.0]),
+        lambda m, o, d, f: RangeTest(m, o, end_lr=["1", 1.0], confirm=False),
         TypeError,
         rf"end_lr\[0\] {POS}, got str",
     ),
     (
         "end_lr-per-group-order",
-        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3, 1.0], end_lr=[1.0, 0.5]),
+        lambda m, o, d, f: RangeTest(m, o, start_lr=[1e-3, 1.0], end_lr=[1.0, 0.5], confirm=False),
         ValueError,
         r"end_lr must be > start_lr \(param group 1\), got start_lr=1.0 and end_lr=0.5",
     ),
     (
         "num_steps-1",
-        lambda m, o, d, f: RangeTest(m, o, num_steps=1),
+        lambda m, o, d, f: RangeTest(m, o, num_steps=1, confirm=False),
         ValueError,
         "num_steps must be an int in \\[2, 10000000\\], got 1",
     ),
     (
         "num_steps-0",
-        lambda m, o, d, f: RangeTest(m, o, num_steps=0),
+        lambda m, o, d, f: RangeTest(m, o, num_steps=0, confirm=False),
         ValueError,
         "num_steps must be an int in \\[2, 10000000\\], got 0",
     ),
     (
         "num_steps-negative",
-        lambda m, o, d, f: RangeTest(m, o, num_steps=-10),
+        lambda m, o, d, f: RangeTest(m, o, num_steps=-10, confirm=False),
         ValueError,
         "num_steps must be an int in \\[2, 10000000\\], got -10",
     ),
     (
         "num_steps-float",
-        lambda m, o, d, f: RangeTest(m, o, num_steps=10.0),
+        lambda m, o, d, f: RangeTest(m, o, num_steps=10.0, confirm=False),
         TypeError,
         "num_steps must be an int in \\[2, 10000000\\], got float 10.0",
     ),
     (
         "num_steps-nan",
-        lambda m, o, d, f: RangeTest(m, o, num_steps=NAN),
+        lambda m, o, d, f: RangeTest(m, o, num_steps=NAN, confirm=False),
         TypeError,
         "num_steps must be an int in \\[2, 10000000\\], got float nan",
     ),
     (
         "num_steps-str",
-        lambda m, o, d, f: RangeTest(m, o, num_steps="10"),
+        lambda m, o, d, f: RangeTest(m, o, num_steps="10", confirm=False),
         TypeError,
         "num_steps must be an int in \\[2, 10000000\\], got str '10'",
     ),
     (
         "num_steps-bool",
-        lambda m, o, d, f: RangeTest(m, o, num_steps=True),
+        lambda m, o, d, f: RangeTest(m, o, num_steps=True, confirm=False),
         TypeError,
         "num_steps must be an int in \\[2, 10000000\\], got bool",
     ),
     (
         "mode-unknown",
-        lambda m, o, d, f: RangeTest(m, o, mode="cosine"),
+        lambda m, o, d, f: RangeTest(m, o, mode="cosine", confirm=False),
         ValueError,
         "mode must be one of 'exp', 'linear', got 'cosine'",
     ),
     (
         "mode-case",
-        lambda m, o, d, f: RangeTest(m, o, mode="EXP"),
+        lambda m, o, d, f: RangeTest(m, o, mode="EXP", confirm=False),
         ValueError,
         "mode must be one of 'exp', 'linear', got 'EXP'",
     ),
     (
         "mode-none",
-        lambda m, o, d, f: RangeTest(m, o, mode=None),
+        lambda m, o, d, f: RangeTest(m, o, mode=None, confirm=False),
         TypeError,
         "mode must be one of 'exp', 'linear', got NoneType",
     ),
     (
         "extra_state-str",
-        lambda m, o, d, f: RangeTest(m, o, extra_state="scaler"),
+        lambda m, o, d, f: RangeTest(m, o, extra_state="scaler", confirm=False),
         TypeError,
         "extra_state must be a tuple or list of objects with state_dict",
     ),
     (
         "extra_state-int",
-        lambda m, o, d, f: RangeTest(m, o, extra_state=5),
+        lambda m, o, d, f: RangeTest(m, o, extra_state=5, confirm=False),
         TypeError,
         "extra_state must be a tuple or list .*got int",
     ),
     (
         "extra_state-item",
-        lambda m, o, d, f: RangeTest(m, o, extra_state=[Stateless()]),
+        lambda m, o, d, f: RangeTest(m, o, extra_state=[Stateless()], confirm=False),
         TypeError,
         r"extra_state\[0\] must have state_dict\(\) and load_state_dict\(\).*got Stateless",
     ),
     (
         "extra_state-second-item",
-        lambda m, o, d, f: RangeTest(m, o, extra_state=(o, 3)),
+        lambda m, o, d, f: RangeTest(m, o, extra_state=(o, 3), confirm=False),
         TypeError,
         r"extra_state\[1\] must have state_dict\(\).*got int",
     ),
     (
         "snapshot-unknown",
-        lambda m, o, d, f: RangeTest(m, o, snapshot="gpu"),
+        lambda m, o, d, f: RangeTest(m, o, snapshot="gpu", confirm=False),
         ValueError,
         "snapshot must be one of 'device', 'cpu', 'disk', got 'gpu'",
     ),
     (
         "snapshot-bool",
-        lambda m, o, d, f: RangeTest(m, o, snapshot=True),
+        lambda m, o, d, f: RangeTest(m, o, snapshot=True, confirm=False),
         TypeError,
         "snapshot must be one of 'device', 'cpu', 'disk', got bool",
     ),
     (
         "diverge_threshold-1",
-        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=1),
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=1, confirm=False),
         ValueError,
         "diverge_threshold must be a finite real number > 1, got 1",
     ),
     (
         "diverge_threshold-half",
-        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=0.5),
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=0.5, confirm=False),
         ValueError,
         "diverge_threshold must be a finite real number > 1, got 0.5",
     ),
     (
         "diverge_threshold-zero",
-        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=0),
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=0, confirm=False),
         ValueError,
         "diverge_threshold must be a finite real number",
     ),
     (
         "diverge_threshold-nan",
-        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=NAN),
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=NAN, confirm=False),
         ValueError,
         "diverge_threshold must be a finite real number .*got nan",
     ),
     (
         "diverge_threshold-inf",
-        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=INF),
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold=INF, confirm=False),
         ValueError,
         "diverge_threshold must be a finite real number .*got inf",
     ),
     (
         "diverge_threshold-str",
-        lambda m, o, d, f: RangeTest(m, o, diverge_threshold="4"),
+        lambda m, o, d, f: RangeTest(m, o, diverge_threshold="4", confirm=False),
         TypeError,
         "diverge_threshold must be a finite real number .*got str",
     ),
     (
         "method-unknown",
-        lambda m, o, d, f: RangeTest(m, o, method="best"),
+        lambda m, o, d, f: RangeTest(m, o, method="best", confirm=False),
         ValueError,
         "method must be one of 'default', .*got 'best'",
     ),
     (
         "method-int",
-        lambda m, o, d, f: RangeTest(m, o, method=1),
+        lambda m, o, d, f: RangeTest(m, o, method=1, confirm=False),
         TypeError,
         "method must be one of 'default', .*got int",
     ),
-    ("repeats-0", lambda m, o, d, f: RangeTest(m, o, repeats=0), ValueError, "repeats must be an int >= 1, got 0"),
+    (
+        "repeats-0",
+        lambda m, o, d, f: RangeTest(m, o, repeats=0, confirm=False),
+        ValueError,
+        "repeats must be an int >= 1, got 0",
+    ),
     (
         "repeats-float",
-        lambda m, o, d, f: RangeTest(m, o, repeats=2.0),
+        lambda m, o, d, f: RangeTest(m, o, repeats=2.0, confirm=False),
         TypeError,
         "repeats must be an int >= 1, got float",
     ),
     (
         "check_every-7",
-        lambda m, o, d, f: RangeTest(m, o, check_every=7),
+        lambda m, o, d, f: RangeTest(m, o, check_every=7, confirm=False),
         ValueError,
         "check_every must be an int >= 8, got 7",
     ),
     (
         "check_every-negative",
-        lambda m, o, d, f: RangeTest(m, o, check_every=-8),
+        lambda m, o, d, f: RangeTest(m, o, check_every=-8, confirm=False),
         ValueError,
         "check_every must be an int >= 8, got -8",
     ),
     (
         "check_every-str",
-        lambda m, o, d, f: RangeTest(m, o, check_every="8"),
+        lambda m, o, d, f: RangeTest(m, o, check_every="8", confirm=False),
         TypeError,
         "check_every must be an int >= 8, got str",
     ),
     (
         "progress-str",
-        lambda m, o, d, f: RangeTest(m, o, progress="yes"),
+        lambda m, o, d, f: RangeTest(m, o, progress="yes", confirm=False),
         TypeError,
         "progress must be True, False or None, got str",
     ),
     (
         "progress-int",
-        lambda m, o, d, f: RangeTest(m, o, progress=1),
+        lambda m, o, d, f: RangeTest(m, o, progress=1, confirm=False),
         TypeError,
         "progress must be True, False or None, got int",
     ),
-    ("unknown-keyword", lambda m, o, d, f: RangeTest(m, o, num_step=10), TypeError, "num_step"),
+    ("unknown-keyword", lambda m, o, d, f: RangeTest(m, o, num_step=10, confirm=False), TypeError, "num_step"),
 ]
 
 
@@ -682,7 +734,7 @@ def _enter(rt):
 RANGE_TEST_ENTER = [
     (
         "process_group-without-distributed",
-        lambda m, o, d, f: _enter(RangeTest(m, o, process_group="group")),
+        lambda m, o, d, f: _enter(RangeTest(m, o, process_group="group", confirm=False)),
         ValueError,
         "process_group was given but torch.distributed is not initialised",
     ),
@@ -718,7 +770,7 @@ def test_range_test_arguments(setup, name, call, error, message):
 def test_record_refuses_bad_losses_without_recording(setup, loss, error, message):
     model, opt, data, loss_fn = setup
     before = capture(model, opt)
-    with RangeTest(model, opt, num_steps=10, start_lr=1e-4, end_lr=1e-1) as rt:
+    with RangeTest(model, opt, num_steps=10, start_lr=1e-4, end_lr=1e-1, confirm=False) as rt:
         for batch in rt.batches(data):
             opt.zero_grad()
             good = loss_fn(model, batch)
@@ -737,7 +789,7 @@ def test_record_refuses_bad_losses_without_recording(setup, loss, error, message
 
 def test_record_and_batches_outside_the_block(setup):
     model, opt, data, _ = setup
-    rt = RangeTest(model, opt)
+    rt = RangeTest(model, opt, confirm=False)
     with pytest.raises(RuntimeError, match=r"record\(\) must be called inside the `with RangeTest\(...\)` block"):
         rt.record(1.0)
     with pytest.raises(RuntimeError, match=r"batches\(\) must be used inside the `with RangeTest\(...\)` block"):
@@ -759,7 +811,7 @@ def test_batches_refuses_bad_loaders_and_restores(setup, loader, error, message)
     model, opt, *_ = setup
     before = capture(model, opt)
     with pytest.raises(error, match=message):
-        with RangeTest(model, opt, num_steps=10) as rt:
+        with RangeTest(model, opt, num_steps=10, confirm=False) as rt:
             for _ in rt.batches(loader):
                 pytest.fail("no batch expected")
     assert_same(before, capture(model, opt))
@@ -770,7 +822,7 @@ def test_a_pass_that_records_nothing_is_refused(setup):
     model, opt, data, _ = setup
     before = capture(model, opt)
     with pytest.raises(RuntimeError, match=r"a whole pass over the loader recorded no point: call rt.record\(loss\)"):
-        with RangeTest(model, opt, num_steps=10) as rt:
+        with RangeTest(model, opt, num_steps=10, confirm=False) as rt:
             for _ in rt.batches(data):
                 pass
     assert_same(before, capture(model, opt))
@@ -778,7 +830,7 @@ def test_a_pass_that_records_nothing_is_refused(setup):
 
 def test_the_same_range_test_cannot_be_entered_twice(setup):
     model, opt, *_ = setup
-    rt = RangeTest(model, opt)
+    rt = RangeTest(model, opt, confirm=False)
     with rt:
         with pytest.raises(RuntimeError, match="this RangeTest is already running; use a new RangeTest"):
             rt.__enter__()

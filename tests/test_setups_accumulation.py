@@ -42,7 +42,7 @@ def test_range_test_point_is_the_mean_of_its_micro_batch_losses(k):
 
     try:
         result = range_test(
-            model, opt, data, loss_fn, accumulation_steps=k, start_lr=START, end_lr=END, num_steps=STEPS
+            model, opt, data, loss_fn, accumulation_steps=k, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False
         )
     finally:
         del opt.step
@@ -68,7 +68,9 @@ def test_range_test_accumulation_steps_equals_one_big_batch_for_sgd():
         model.eval()  # no dropout: the two runs see one function
         opt = torch.optim.SGD(model.parameters(), lr=1e-2)
         results.append(
-            range_test(model, opt, loader, mse, accumulation_steps=k, start_lr=START, end_lr=END, num_steps=8)
+            range_test(
+                model, opt, loader, mse, accumulation_steps=k, start_lr=START, end_lr=END, num_steps=8, confirm=False
+            )
         )
     torch.testing.assert_close(torch.tensor(results[0].losses), torch.tensor(results[1].losses), rtol=1e-5, atol=1e-7)
 
@@ -88,6 +90,7 @@ def test_accumulation_longer_than_the_loader():
         start_lr=START,
         end_lr=END,
         num_steps=4,
+        confirm=False,
     )
     assert len(result.losses) == 4 and len(seen) == 12
     assert all(b is data[i % 2] for i, b in enumerate(seen))
@@ -102,7 +105,7 @@ def test_accumulation_in_a_user_loop():
     train(model, opt, data, mse, steps=2)
     saved = Restored(model, opt)
     recorded, lrs = [], []
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False) as rt:
         total = torch.zeros(())
         for i, batch in enumerate(rt.batches(data)):
             consume_rng()
@@ -130,7 +133,7 @@ def test_gradient_clipping_in_a_user_loop(use_scaler):
     train(model, opt, data, mse, steps=2)
     saved = Restored(model, opt, scaler)
     recorded, lrs, norms = [], [], []
-    with RangeTest(model, opt, start_lr=START, end_lr=1.0, num_steps=STEPS, extra_state=[scaler]) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=1.0, num_steps=STEPS, extra_state=[scaler], confirm=False) as rt:
         for batch in rt.batches(data):
             consume_rng()
             opt.zero_grad()
@@ -157,7 +160,9 @@ def test_one_shot_iterator_running_out_ends_the_sweep_early():
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
     saved = Restored(model, opt)
     with pytest.warns(UserWarning, match="the iterator ran out after 3 of 8 points"):
-        result = range_test(model, opt, iter(data), mse, accumulation_steps=2, start_lr=START, end_lr=END, num_steps=8)
+        result = range_test(
+            model, opt, iter(data), mse, accumulation_steps=2, start_lr=START, end_lr=END, num_steps=8, confirm=False
+        )
     assert len(result.losses) == 3  # 7 batches: three full points, the seventh batch is dropped
     saved.check()
 
@@ -167,7 +172,7 @@ def test_empty_loader_is_refused():
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
     saved = Restored(model, opt)
     with pytest.raises(ValueError, match="the loader is empty"):
-        range_test(model, opt, [], mse, accumulation_steps=2, num_steps=8)
+        range_test(model, opt, [], mse, accumulation_steps=2, num_steps=8, confirm=False)
     saved.check()
 
 
@@ -197,7 +202,7 @@ def test_range_test_accumulates_under_no_sync_for_all_but_the_last_micro_batch()
     model = NoSyncModel()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     saved = Restored(model, opt)
-    range_test(model, opt, regression_data(), mse, accumulation_steps=3, num_steps=4, end_lr=1e-2)
+    range_test(model, opt, regression_data(), mse, accumulation_steps=3, num_steps=4, end_lr=1e-2, confirm=False)
     saved.check()
     assert model.backward_in_no_sync == [True, True, False] * 4
 
@@ -206,7 +211,7 @@ def _clipped_twin(model, opt, data, k, max_norm, scaler=None, *, clip_norms=None
     """The curve of a plain RangeTest loop that clips by hand as ``range_test(clip=max_norm)`` should."""
     params = [p for g in opt.param_groups for p in g["params"]]
     with RangeTest(
-        model, opt, start_lr=START, end_lr=1.0, num_steps=STEPS, extra_state=[scaler] if scaler else []
+        model, opt, start_lr=START, end_lr=1.0, num_steps=STEPS, extra_state=[scaler] if scaler else [], confirm=False
     ) as rt:
         batches = rt.batches(data)
         while not rt.done:
@@ -242,7 +247,7 @@ def test_range_test_clip_equals_a_loop_that_clips_by_hand(k, use_scaler):
     saved = Restored(model, opt, *([scaler] if scaler else []))
     result = range_test(
         model, opt, data, mse, clip=max_norm, accumulation_steps=k, scaler=scaler,
-        start_lr=START, end_lr=1.0, num_steps=STEPS,
+        start_lr=START, end_lr=1.0, num_steps=STEPS, confirm=False,
     )  # fmt: skip
     saved.check()
     norms: list[float] = []
@@ -252,7 +257,7 @@ def test_range_test_clip_equals_a_loop_that_clips_by_hand(k, use_scaler):
     np.testing.assert_array_equal(result.losses, twin.losses)
     np.testing.assert_array_equal(result.lrs, twin.lrs)
     unclipped = range_test(model, opt, data, mse, accumulation_steps=k, scaler=scaler, start_lr=START, end_lr=1.0,
-                           num_steps=STEPS)  # fmt: skip
+                           num_steps=STEPS, confirm=False)  # fmt: skip
     assert not np.array_equal(unclipped.losses, result.losses)
 
 
@@ -274,7 +279,7 @@ def test_range_test_clip_with_a_closure_optimizer_clips_inside_the_closure():
 
     opt.step = step
     saved = Restored(model, opt)
-    range_test(model, opt, data, mse, clip=1e-3, start_lr=START, end_lr=END, num_steps=4)
+    range_test(model, opt, data, mse, clip=1e-3, start_lr=START, end_lr=END, num_steps=4, confirm=False)
     saved.check()
     assert seen and all(n <= 1e-3 * (1 + 1e-4) for n in seen)
 
@@ -295,7 +300,7 @@ def test_range_test_refuses_a_bad_clip_before_touching_anything(clip, error, mes
     train(model, opt, regression_data(), mse, steps=1)
     saved = Restored(model, opt)
     with pytest.raises(error, match=message):
-        range_test(model, opt, regression_data(), mse, clip=clip, num_steps=4)
+        range_test(model, opt, regression_data(), mse, clip=clip, num_steps=4, confirm=False)
     saved.check()
 
 
@@ -315,5 +320,5 @@ def test_range_test_clip_makes_no_host_sync(monkeypatch):
     monkeypatch.setattr(runner, "_clip", counted)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
-    range_test(model, opt, regression_data(), mse, clip=0.1, start_lr=START, end_lr=END, num_steps=8)
+    range_test(model, opt, regression_data(), mse, clip=0.1, start_lr=START, end_lr=END, num_steps=8, confirm=False)
     assert syncs == [0] * 8

@@ -44,7 +44,7 @@ def test_autocast_user_loop_with_a_skipped_step(device, dtype):
     data, model, opt, scaler = _setup(device)
     saved = Restored(model, opt, scaler)
     losses, skipped = [], []
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, extra_state=[scaler]) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, extra_state=[scaler], confirm=False) as rt:
         for i, (x, y) in enumerate(rt.batches(data)):
             consume_rng()
             opt.zero_grad()
@@ -94,7 +94,9 @@ def test_range_test_with_scaler_and_a_skipped_step(device, dtype):
         return loss
 
     try:
-        result = range_test(model, opt, data, loss_fn, scaler=scaler, start_lr=START, end_lr=END, num_steps=STEPS)
+        result = range_test(
+            model, opt, data, loss_fn, scaler=scaler, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False
+        )
     finally:
         handle.remove()
     assert scales[SKIP_AT + 1] == scales[SKIP_AT] * 0.5  # the step was skipped
@@ -106,7 +108,16 @@ def test_scaler_may_also_be_listed_in_extra_state():
     data, model, opt, scaler = _setup("cpu")
     saved = Restored(model, opt, scaler)
     result = range_test(
-        model, opt, data, mse, scaler=scaler, extra_state=(scaler,), start_lr=START, end_lr=END, num_steps=8
+        model,
+        opt,
+        data,
+        mse,
+        scaler=scaler,
+        extra_state=(scaler,),
+        start_lr=START,
+        end_lr=END,
+        num_steps=8,
+        confirm=False,
     )
     assert np.isfinite(result.losses).all() and len(result.losses) == 8
     saved.check()
@@ -116,7 +127,7 @@ def test_interrupted_between_unscale_and_update_leaves_the_scaler_usable():
     data, model, opt, scaler = _setup("cpu")
     saved = Restored(model, opt, scaler)
     with pytest.raises(KeyboardInterrupt):
-        with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, extra_state=[scaler]):
+        with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, extra_state=[scaler], confirm=False):
             opt.zero_grad()
             scaler.scale(mse(model, data[0])).backward()
             scaler.unscale_(opt)  # the scaler now refuses a second unscale_() until update()

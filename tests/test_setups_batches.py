@@ -78,7 +78,7 @@ def test_batches_yields_every_format_unchanged(fmt):
     opt = torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9)
     saved = Restored(model, opt)
     recorded = []
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False) as rt:
         for i, batch in enumerate(rt.batches(data)):
             assert batch is data[i % len(data)]
             consume_rng()
@@ -108,7 +108,9 @@ def test_range_test_passes_every_format_to_loss_fn(fmt, device):
         recorded.append(loss.item())
         return loss
 
-    result = range_test(model, opt, data, loss_fn, device=device, start_lr=START, end_lr=END, num_steps=STEPS)
+    result = range_test(
+        model, opt, data, loss_fn, device=device, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False
+    )
     for i, batch in enumerate(seen):
         original = data[i % len(data)]
         if device is None or fmt in ("dataclass", "custom", "tensor"):
@@ -150,7 +152,7 @@ def test_device_must_be_a_str_or_torch_device():
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
     with pytest.raises(TypeError, match=r"device must be a str or torch\.device, got int"):
-        range_test(model, opt, regression_data(), lambda m, b: m(b[0]).sum(), device=0, num_steps=4)
+        range_test(model, opt, regression_data(), lambda m, b: m(b[0]).sum(), device=0, num_steps=4, confirm=False)
 
 
 def test_range_test_device_moves_batches_before_loss_fn_sees_them():
@@ -166,7 +168,9 @@ def test_range_test_device_moves_batches_before_loss_fn_sees_them():
         seen.append((batch["x"].device.type, batch["y"][0].device.type, batch["y"][1]))
         return mse(m, fixed)
 
-    result = range_test(model, opt, data, loss_fn, device="meta", start_lr=START, end_lr=END, num_steps=STEPS)
+    result = range_test(
+        model, opt, data, loss_fn, device="meta", start_lr=START, end_lr=END, num_steps=STEPS, confirm=False
+    )
     assert seen == [("meta", "meta", "tag")] * STEPS
     assert len(result.losses) == STEPS
     assert all(b["x"].device.type == "cpu" for b in data)
@@ -200,7 +204,9 @@ def test_shuffled_dataloader_of_dicts():
         recorded.append(loss.item())
         return loss
 
-    result = range_test(model, opt, loader, loss_fn, device="cpu", start_lr=START, end_lr=END, num_steps=STEPS)
+    result = range_test(
+        model, opt, loader, loss_fn, device="cpu", start_lr=START, end_lr=END, num_steps=STEPS, confirm=False
+    )
     check_curve(result, recorded, start_lr=START, end_lr=END, num_steps=STEPS)
     assert all(sorted(j for b in ids[e : e + 3] for j in b) == list(range(24)) for e in range(0, STEPS, 3))  # epochs
     assert ids[:3] != ids[3:6]  # reshuffled on each pass
@@ -232,5 +238,5 @@ def test_a_loss_fn_that_returns_no_scalar_tensor_is_named(loss_fn, error, messag
     else:
         fn, options = loss_fn, {}
     with pytest.raises(error, match=message):
-        range_test(model, opt, data, fn, num_steps=4, **options)
+        range_test(model, opt, data, fn, num_steps=4, **options, confirm=False)
     saved.check()

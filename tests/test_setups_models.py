@@ -93,7 +93,7 @@ class MixedDtypes(nn.Module):
 def _run(model, opt, data, loss_fn, *, num_steps=STEPS, end_lr=END):
     train(model, opt, data, loss_fn, steps=2)
     saved = Restored(model, opt)
-    with RangeTest(model, opt, start_lr=START, end_lr=end_lr, num_steps=num_steps) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=end_lr, num_steps=num_steps, confirm=False) as rt:
         lrs, losses = user_loop(rt, model, opt, data, loss_fn)
     check_curve(rt.result, losses, start_lr=START, end_lr=end_lr, num_steps=num_steps, lrs_seen=lrs)
     saved.check()
@@ -173,7 +173,7 @@ def test_model_in_eval_mode_and_mixed_submodule_modes_come_back():
             losses.append(loss.item())
             return loss
 
-        result = range_test(model, opt, data, loss_fn, start_lr=START, end_lr=END, num_steps=STEPS)
+        result = range_test(model, opt, data, loss_fn, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False)
         check_curve(result, losses, start_lr=START, end_lr=END, num_steps=STEPS)
         saved.check()
         assert [m.training for m in model.modules()] == modes
@@ -190,7 +190,7 @@ def test_model_left_in_eval_mode_trains_in_eval_mode():
         seen.append(m.training)
         return _cross_entropy(m, batch)
 
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False) as rt:
         for batch in rt.batches(_class_data((6,), 3)):
             consume_rng()
             opt.zero_grad()

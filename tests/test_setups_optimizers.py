@@ -45,7 +45,7 @@ def test_torch_optimizer_sweeps_and_restores(name, impl):
     opt = _make(name, impl, model.parameters())
     train(model, opt, data, mse, steps=2)
     saved = Restored(model, opt)
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False) as rt:
         lrs, losses = user_loop(rt, model, opt, data, mse)
     check_curve(rt.result, losses, start_lr=START, end_lr=END, num_steps=STEPS, lrs_seen=lrs)
     saved.check()
@@ -61,7 +61,7 @@ def test_tensor_lr_is_updated_in_place_and_restored(name, impl):
     train(model, opt, data, mse, steps=2)
     lr_tensor = opt.param_groups[0]["lr"]
     saved = Restored(model, opt)  # also checks the lr tensor is the same object afterwards
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False) as rt:
         lrs, losses = user_loop(rt, model, opt, data, mse)
         assert opt.param_groups[0]["lr"] is lr_tensor
     check_curve(rt.result, losses, start_lr=START, end_lr=END, num_steps=STEPS, lrs_seen=lrs, lr_dtype=np.float32)
@@ -77,7 +77,7 @@ def test_capturable_tensor_lr_on_cuda(cls):
     opt = cls(model.parameters(), lr=torch.tensor(1e-2, device="cuda"), capturable=True)
     train(model, opt, data, mse, steps=2)
     saved = Restored(model, opt)
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False) as rt:
         lrs, losses = user_loop(rt, model, opt, data, mse)
     check_curve(rt.result, losses, start_lr=START, end_lr=END, num_steps=STEPS, lrs_seen=lrs, lr_dtype=np.float32)
     saved.check()
@@ -112,7 +112,7 @@ def test_lbfgs_user_loop_records_the_closure_loss(snapshot):
     assert opt.state[next(iter(opt.state))]["old_dirs"], "LBFGS should have a history before the test"
     saved = Restored(model, opt)
     first_closure_losses, recorded = [], []
-    with RangeTest(model, opt, start_lr=START, end_lr=1.0, num_steps=STEPS, snapshot=snapshot) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=1.0, num_steps=STEPS, snapshot=snapshot, confirm=False) as rt:
         for batch in rt.batches(data):
             calls: list[float] = []
             loss = opt.step(_closure(opt, model, batch, calls))
@@ -139,7 +139,7 @@ def test_lbfgs_in_range_test_records_the_first_closure_loss_of_each_step():
         calls.append((id(batch), loss.item()))
         return loss
 
-    result = range_test(model, opt, data, loss_fn, start_lr=START, end_lr=1.0, num_steps=STEPS)
+    result = range_test(model, opt, data, loss_fn, start_lr=START, end_lr=1.0, num_steps=STEPS, confirm=False)
     # A new step starts whenever the batch changes (the loader yields each batch once per step).
     firsts = [loss for i, (b, loss) in enumerate(calls) if i == 0 or calls[i - 1][0] != b]
     assert len(firsts) == STEPS and len(calls) > STEPS  # max_iter=3: several evaluations per step
@@ -159,7 +159,9 @@ def test_lbfgs_with_accumulation_steps_evaluates_every_micro_batch_in_the_closur
         seen.append(next(i for i, b in enumerate(data) if b is batch))
         return mse(m, batch)
 
-    result = range_test(model, opt, data, loss_fn, accumulation_steps=2, start_lr=START, end_lr=1.0, num_steps=4)
+    result = range_test(
+        model, opt, data, loss_fn, accumulation_steps=2, start_lr=START, end_lr=1.0, num_steps=4, confirm=False
+    )
     assert seen == [0, 1, 2, 3, 0, 1, 2, 3]  # max_iter=1: one closure call per step, over both micro-batches
     assert len(result.losses) == 4
     saved.check()
@@ -169,7 +171,7 @@ def test_scaler_with_lbfgs_is_refused():
     model = mlp()
     opt = _lbfgs(model)
     with pytest.raises(ValueError, match="scaler cannot be used with LBFGS"):
-        range_test(model, opt, regression_data(), mse, scaler=torch.amp.GradScaler("cpu"), num_steps=4)
+        range_test(model, opt, regression_data(), mse, scaler=torch.amp.GradScaler("cpu"), num_steps=4, confirm=False)
 
 
 # --- third-party and duck-typed optimizers --------------------------------------------------------
@@ -247,7 +249,7 @@ def test_third_party_optimizer():
     opt = SignMomentum(model.parameters(), lr=1e-3)
     train(model, opt, data, mse, steps=2)
     saved = Restored(model, opt)
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False) as rt:
         lrs, losses = user_loop(rt, model, opt, data, mse)
     check_curve(rt.result, losses, start_lr=START, end_lr=END, num_steps=STEPS, lrs_seen=lrs)
     saved.check()
@@ -263,7 +265,7 @@ def test_duck_typed_wrapper(fresh, snapshot):
     if not fresh:
         train(model, opt, data, mse, steps=2)
     saved = Restored(model, opt)  # compares state_dict(): inner state, k and z
-    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, snapshot=snapshot) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, snapshot=snapshot, confirm=False) as rt:
         lrs, losses = user_loop(rt, model, opt, data, mse)
         assert opt.k >= STEPS
     check_curve(rt.result, losses, start_lr=START, end_lr=END, num_steps=STEPS, lrs_seen=lrs)
@@ -284,6 +286,6 @@ def test_duck_typed_wrapper_in_range_test():
         losses.append(loss.item())
         return loss
 
-    result = range_test(model, opt, data, loss_fn, start_lr=START, end_lr=END, num_steps=STEPS)
+    result = range_test(model, opt, data, loss_fn, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False)
     check_curve(result, losses, start_lr=START, end_lr=END, num_steps=STEPS)
     saved.check()

@@ -31,7 +31,7 @@ def _grouped(model, opt_cls=torch.optim.SGD, **kwargs):
 def _sweep(model, opt, data, **options):
     per_step: list[list[float]] = []
     recorded = []
-    with RangeTest(model, opt, num_steps=STEPS, **options) as rt:
+    with RangeTest(model, opt, num_steps=STEPS, **options, confirm=False) as rt:
         for batch in rt.batches(data):
             consume_rng()
             per_step.append([group_lr(g) for g in opt.param_groups])
@@ -92,7 +92,7 @@ def test_per_group_start_list_with_a_scalar_end():
     opt = _grouped(model)
     saved = Restored(model, opt)
     starts = (1e-5, 1e-4, 1e-3)  # a tuple is accepted like a list
-    result = range_test(model, opt, data, mse, start_lr=starts, end_lr=0.1, num_steps=STEPS)
+    result = range_test(model, opt, data, mse, start_lr=starts, end_lr=0.1, num_steps=STEPS, confirm=False)
     assert len(result.losses) == STEPS
     saved.check()
 
@@ -112,9 +112,9 @@ def test_wrong_per_group_lists_are_refused_before_anything_changes(start_lr, end
     train(model, opt, data, mse, steps=1)
     saved = Restored(model, opt)
     with pytest.raises(ValueError, match=message):
-        RangeTest(model, opt, start_lr=start_lr, end_lr=end_lr, num_steps=STEPS)
+        RangeTest(model, opt, start_lr=start_lr, end_lr=end_lr, num_steps=STEPS, confirm=False)
     with pytest.raises(ValueError, match=message):
-        range_test(model, opt, data, mse, start_lr=start_lr, end_lr=end_lr, num_steps=STEPS)
+        range_test(model, opt, data, mse, start_lr=start_lr, end_lr=end_lr, num_steps=STEPS, confirm=False)
     with pytest.raises(ValueError, match=message):
         LRRangeScheduler(opt, start_lr=start_lr, end_lr=end_lr, num_steps=STEPS)
     saved.check()

@@ -80,7 +80,9 @@ def test_range_test_mid_training_with_a_scheduler(sched_name, opt_name, where):
     hook = opt.register_step_pre_hook(lambda o, args, kwargs: lrs.append(o.param_groups[0]["lr"]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with RangeTest(model, opt, start_lr=START, end_lr=END, num_steps=STEPS, extra_state=[sched]) as rt:
+        with RangeTest(
+            model, opt, start_lr=START, end_lr=END, num_steps=STEPS, extra_state=[sched], confirm=False
+        ) as rt:
             for batch in rt.batches(data):
                 consume_rng()
                 opt.zero_grad()
@@ -118,7 +120,9 @@ def test_range_test_call_with_a_scheduler_in_extra_state():
     _train(model, opt, sched, data, BEFORE, seed=1)
     _train(twin_model, twin_opt, twin_sched, data, BEFORE, seed=1)
     saved = Restored(model, opt, sched)
-    result = range_test(model, opt, data, mse, extra_state=[sched], start_lr=START, end_lr=END, num_steps=STEPS)
+    result = range_test(
+        model, opt, data, mse, extra_state=[sched], start_lr=START, end_lr=END, num_steps=STEPS, confirm=False
+    )
     assert len(result.losses) == STEPS
     saved.check()
     assert _train(model, opt, sched, data, AFTER, seed=2) == _train(
@@ -134,7 +138,7 @@ def test_scheduler_left_out_of_extra_state_keeps_working_on_the_restored_optimiz
     twin_model, twin_opt, twin_sched = _build("StepLR", "SGD")
     _train(model, opt, sched, data, BEFORE, seed=1)
     _train(twin_model, twin_opt, twin_sched, data, BEFORE, seed=1)
-    range_test(model, opt, data, mse, start_lr=START, end_lr=END, num_steps=8)
+    range_test(model, opt, data, mse, start_lr=START, end_lr=END, num_steps=8, confirm=False)
     assert _train(model, opt, sched, data, AFTER, seed=2) == _train(
         twin_model, twin_opt, twin_sched, data, AFTER, seed=2
     )

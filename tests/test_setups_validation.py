@@ -59,6 +59,7 @@ def _check_validation_mode(val_every: int, accumulation_steps: int) -> None:
         start_lr=START,
         end_lr=END,
         num_steps=STEPS,
+        confirm=False,
     )
     n_val = len(val_data)
     assert len(train_calls) == STEPS * val_every * accumulation_steps
@@ -86,7 +87,7 @@ def test_validation_in_a_user_loop():
     train(model, opt, train_data, mse, steps=2)
     saved = Restored(model, opt)
     recorded, lrs = [], []
-    with RangeTest(model, opt, start_lr=START, end_lr=1e-2, num_steps=STEPS) as rt:
+    with RangeTest(model, opt, start_lr=START, end_lr=1e-2, num_steps=STEPS, confirm=False) as rt:
         for batch in rt.batches(train_data):
             consume_rng()
             lrs.append(group_lr(opt.param_groups[0]))
@@ -109,13 +110,13 @@ def test_validation_arguments_are_checked():
     data = regression_data()
     saved = Restored(model, opt)
     with pytest.raises(TypeError, match="val_loader must be a re-iterable collection"):
-        range_test(model, opt, data, mse, val_loader=iter(data), num_steps=4)
+        range_test(model, opt, data, mse, val_loader=iter(data), num_steps=4, confirm=False)
     with pytest.raises(TypeError, match="val_loader must be a re-iterable collection"):
-        range_test(model, opt, data, mse, val_loader=5, num_steps=4)
+        range_test(model, opt, data, mse, val_loader=5, num_steps=4, confirm=False)
     with pytest.raises(ValueError, match="val_every must be an int >= 1, got 0"):
-        range_test(model, opt, data, mse, val_loader=data, val_every=0, num_steps=4)
+        range_test(model, opt, data, mse, val_loader=data, val_every=0, num_steps=4, confirm=False)
     with pytest.raises(ValueError, match="val_loader is empty: it yielded no batch"):
-        range_test(model, opt, data, mse, val_loader=[], num_steps=4)
+        range_test(model, opt, data, mse, val_loader=[], num_steps=4, confirm=False)
     saved.check()  # the failed sweep restored everything, modes included
 
 
@@ -143,7 +144,9 @@ def _counting_val_setup(n_val_batches: int = 20):
 def test_a_validation_sweep_reads_a_fixed_subset_of_batches_per_point_by_default():
     model, opt, train_data, val, loss_fn, seen = _counting_val_setup()
     generator_state = val.generator.get_state()
-    range_test(model, opt, train_data, loss_fn, val_loader=val, start_lr=START, end_lr=END, num_steps=STEPS)
+    range_test(
+        model, opt, train_data, loss_fn, val_loader=val, start_lr=START, end_lr=END, num_steps=STEPS, confirm=False
+    )
     passes = [p for p in seen if p]
     assert len(passes) == STEPS and all(len(p) == 8 for p in passes)
     assert all(torch.equal(a, b) for p in passes for a, b in zip(p, passes[0]))  # the same batches each point
@@ -153,7 +156,16 @@ def test_a_validation_sweep_reads_a_fixed_subset_of_batches_per_point_by_default
 def test_val_batches_none_reads_the_whole_validation_set_and_confirmation_runs_always_do():
     model, opt, train_data, val, loss_fn, seen = _counting_val_setup()
     range_test(
-        model, opt, train_data, loss_fn, val_loader=val, val_batches=None, start_lr=START, end_lr=END, num_steps=STEPS
+        model,
+        opt,
+        train_data,
+        loss_fn,
+        val_loader=val,
+        val_batches=None,
+        start_lr=START,
+        end_lr=END,
+        num_steps=STEPS,
+        confirm=False,
     )
     assert [len(p) for p in seen if p] == [20] * STEPS
     model, opt, train_data, val, loss_fn, seen = _counting_val_setup()
@@ -179,5 +191,5 @@ def test_a_bad_val_batches_is_refused_before_anything_changes(bad, error):
     model, opt, train_data, val, loss_fn, _ = _counting_val_setup()
     before = Restored(model, opt)
     with pytest.raises(error, match="val_batches must be an int >= 1"):
-        range_test(model, opt, train_data, loss_fn, val_loader=val, val_batches=bad, num_steps=STEPS)
+        range_test(model, opt, train_data, loss_fn, val_loader=val, val_batches=bad, num_steps=STEPS, confirm=False)
     before.check()

@@ -59,7 +59,9 @@ def _setup(lr=0.01, device="cpu"):
 def _sweep(num_steps, check_every=8, lr=0.01, end_lr=1e-2):
     """One sweep; returns (tester, sync calls per record() call, sync calls in enter + exit, raw losses)."""
     model, optimizer, data = _setup(lr)
-    tester = RangeTest(model, optimizer, start_lr=1e-5, end_lr=end_lr, num_steps=num_steps, check_every=check_every)
+    tester = RangeTest(
+        model, optimizer, start_lr=1e-5, end_lr=end_lr, num_steps=num_steps, check_every=check_every, confirm=False
+    )
     per_record, outside, raw = [], SyncCounter(), []
     with outside:
         rt = tester.__enter__()
@@ -148,7 +150,7 @@ def test_divergence_stops_within_one_window_on_cpu(to_host_calls, monkeypatch, s
         monkeypatch.setattr(sweep, "reads_host_memory", lambda *args: False)
     model, optimizer, _ = _setup()
     bad_at = 19  # 0-based point whose loss is NaN
-    with RangeTest(model, optimizer, start_lr=1e-5, end_lr=1.0, num_steps=100, check_every=8) as rt:
+    with RangeTest(model, optimizer, start_lr=1e-5, end_lr=1.0, num_steps=100, check_every=8, confirm=False) as rt:
         i = 0
         while not rt.done:
             with SyncCounter() as counter:
@@ -167,7 +169,7 @@ def test_divergence_stops_within_one_window_on_cpu(to_host_calls, monkeypatch, s
 def test_cuda_sweep_makes_one_lagged_read_per_window_and_no_other_sync(to_host_calls):
     model, optimizer, data = _setup(device="cuda")
     per_record = []
-    with RangeTest(model, optimizer, start_lr=1e-5, end_lr=1e-2, num_steps=64) as rt:
+    with RangeTest(model, optimizer, start_lr=1e-5, end_lr=1e-2, num_steps=64, confirm=False) as rt:
         for x, y in rt.batches(data):
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x), y)

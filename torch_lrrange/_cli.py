@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("target", metavar="FILE.py:make | package.module:make", help="where make() is")
     _add_sweep_options(run, defaults=False)
-    run.add_argument(
+    confirming = run.add_mutually_exclusive_group()
+    confirming.add_argument(
         "--confirm",
         nargs="?",
         const=True,
@@ -209,7 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STEPS",
         help="after the sweep, confirm the LR by short runs from the same snapshot (range_test(confirm=)): six "
         "candidate LRs, STEPS optimizer steps each (100 when no number is given), judged by the validation loss "
-        "when make() returns a val_loader, else by the training loss (default: make()'s value, else off)",
+        "when make() returns a val_loader, else by the training loss (default: make()'s value, else "
+        "range_test's default, which confirms with 100 steps per run where it can; off with --grid)",
+    )
+    confirming.add_argument(
+        "--no-confirm",
+        dest="confirm",
+        action="store_const",
+        const=False,
+        help="the sweep's own reading alone, without the confirmation runs (range_test(confirm=False))",
     )
     run.add_argument(
         "--grid",

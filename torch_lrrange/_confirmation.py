@@ -46,6 +46,7 @@ from ._schedule import group_lrs, set_group_lrs
 from ._sweep import reads_host_memory
 
 __all__ = [
+    "BUDGET",
     "BY",
     "COUNT",
     "MAX_FACTOR",
@@ -54,6 +55,7 @@ __all__ = [
     "TAIL",
     "CandidateRuns",
     "Confirmation",
+    "auto_steps",
     "candidates",
     "choose",
     "confirm_steps",
@@ -64,14 +66,18 @@ __all__ = [
 COUNT = 6
 #: Ratio between neighbouring candidates, and between the climb point and the largest one (half a decade).
 SPACING = math.sqrt(10.0)
-#: Optimizer steps per candidate run.
+#: Optimizer steps per candidate run (at the default, for steps of one gradient evaluation each).
 STEPS = 100
+#: Gradient evaluations the default confirmation may spend: ``COUNT * STEPS`` one-gradient steps, fewer
+#: steps where each costs several (an LBFGS step evaluates its closure up to ``max_iter`` times).
+BUDGET = COUNT * STEPS
 #: A run is judged by the mean of its last this many recorded losses.
 TAIL = 10
 #: ``max_lr`` (one-cycle) is this factor (a third of a decade) above the confirmed constant LR.
 MAX_FACTOR = 10.0 ** (1.0 / 3.0)
-#: What a run can be judged by: its own training losses, or a validation loss after it.
-BY = ("training", "validation")
+#: What a run can be judged by: its own training losses, a validation loss after it, or the loss of
+#: batches held back from the runs (``range_test`` on a small training set without ``val_loader``).
+BY = ("training", "validation", "held-back")
 
 
 @dataclass
@@ -82,8 +88,11 @@ class Confirmation:
     ``MAX_FACTOR`` times it, for one-cycle; ``candidates``: the LRs tried, in
     increasing order; ``scores``: each run's :func:`run_score` (``inf`` for a
     run that diverged or was cut short); ``steps``: optimizer steps per run;
-    ``by``: ``"training"`` (the runs' last training losses) or ``"validation"``
-    (a validation loss after each run); ``warnings``: what limits the choice, in words.
+    ``by``: ``"training"`` (the runs' last training losses), ``"validation"``
+    (a validation loss after each run) or ``"held-back"`` (the loss of training
+    batches held back from the runs, after each); ``warnings``: what limits the choice, in words;
+    ``evaluations``: gradient evaluations the runs took (closure calls for LBFGS), when
+    they were counted, else None (then one per optimizer step).
     """
 
     lr: float
@@ -93,6 +102,7 @@ class Confirmation:
     steps: int = STEPS
     by: str = "training"
     warnings: list[str] = field(default_factory=list)
+    evaluations: int | None = None
 
     @property
     def cost(self) -> int:
@@ -109,6 +119,7 @@ class Confirmation:
             "lr": self.lr,
             "max_lr": self.max_lr,
             "warnings": list(self.warnings),
+            **({} if self.evaluations is None else {"evaluations": self.evaluations}),
         }
 
     @classmethod
@@ -152,6 +163,14 @@ class Confirmation:
         warnings = data.get("warnings", [])
         if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
             raise ValueError(f"{where} field 'warnings' must be a list of strings")
+        evaluations = data.get("evaluations")
+        if evaluations is not None and (
+            isinstance(evaluations, bool) or not isinstance(evaluations, int) or evaluations < steps * len(lrs)
+        ):
+            raise ValueError(
+                f"{where} field 'evaluations' must be an int >= steps * candidates ({steps * len(lrs)}), "
+                f"got {evaluations!r}"
+            )
         return cls(
             lr,
             max_lr,
@@ -160,6 +179,7 @@ class Confirmation:
             steps,
             by,
             list(warnings),
+            evaluations,
         )
 
 
@@ -243,20 +263,36 @@ def choose(
 
 
 def confirm_steps(confirm: Any) -> int:
-    """Optimizer steps per candidate run for ``confirm=``: 0 (off), :data:`STEPS` for True, or the int given.
+    """Optimizer steps per candidate run for ``confirm=``: 0 (False), :data:`STEPS` (True, or None: the
+    default, which :func:`auto_steps` may shorten for costly steps), or the int given.
 
     Example:
-        >>> confirm_steps(True), confirm_steps(False), confirm_steps(30)
-        (100, 0, 30)
+        >>> confirm_steps(True), confirm_steps(None), confirm_steps(False), confirm_steps(30)
+        (100, 100, 0, 30)
     """
-    if confirm is False or confirm is None:
+    if confirm is False:
         return 0
-    if confirm is True:
+    if confirm is True or confirm is None:
         return STEPS
     try:
         return check_int("confirm", confirm, minimum=1)
     except TypeError as err:
-        raise TypeError(f"confirm must be True, False or an int >= 1 (steps per candidate), got {confirm!r}") from err
+        raise TypeError(
+            f"confirm must be None (the default), True, False or an int >= 1 (steps per candidate), got {confirm!r}"
+        ) from err
+
+
+def auto_steps(evaluations_per_step: float, count: int = COUNT, budget: int = BUDGET) -> int:
+    """Steps per candidate run of the default confirmation: ``count`` runs within ``budget`` gradient evaluations.
+
+    At least 2 (a run's first loss comes before its first update), at most :data:`STEPS`.
+
+    Example:
+        >>> auto_steps(1.0), auto_steps(20.0), auto_steps(500.0)
+        (100, 5, 2)
+    """
+    per_step = check_positive_float("evaluations_per_step", evaluations_per_step)
+    return max(2, min(STEPS, int(budget / (count * max(per_step, 1.0)))))
 
 
 class CandidateRuns:
@@ -356,7 +392,7 @@ class CandidateRuns:
         Raises ``ValueError`` when every run diverged, or when every run scored
         the same: then the runs cannot tell the candidates apart.
         """
-        scored, tail = (1, 1) if self.by == "validation" else (self.steps, TAIL)
+        scored, tail = (self.steps, TAIL) if self.by == "training" else (1, 1)
         chosen = choose(self.lrs, self.runs, scored, tail, by=self.by)
         if len(set(chosen.scores)) == 1:
             raise ValueError(

@@ -19,6 +19,7 @@ from ._loaders import LoaderState, Passes
 from ._modes import evaluating
 from ._range_test import RangeTest
 from ._result import RangeTestResult
+from ._rng import isolated
 
 logger = logging.getLogger("torch_lrrange")
 
@@ -72,7 +73,7 @@ def range_test(
     val_loader: Iterable[Any] | None = None,
     val_every: int = 1,
     val_batches: int | None = 8,
-    confirm: bool | int = False,
+    confirm: bool | int | None = None,
     clip: float | None = None,
     **options: Any,
 ) -> RangeTestResult:
@@ -123,14 +124,18 @@ def range_test(
             whole ``val_loader`` at every point. Default 8 (bounds the sweep's validation cost).
         confirm: after the sweep, confirm the LR by short runs (as ``RangeTest(confirm=)``):
             from the same snapshot and on the same batches, six constant candidate LRs half a
-            decade apart below the curve's climb point, ``confirm`` optimizer steps each
-            (``True``: 100), every param group keeping the sweep's ratios and held ``hyperparams``; the
-            candidate whose last 10 training losses are lowest (with ``val_loader``: whose
-            validation loss after its run is lowest) becomes ``result.lr``, and
-            ``result.max_lr`` a third of a decade above it (``result.confirmation``; the
-            curve's own reading stays in ``result.suggestion``). Costs ``6 * confirm`` more
-            optimizer steps; needs a re-iterable ``loader``; everything is restored
-            afterwards. Default False.
+            decade apart below the curve's climb point, every param group keeping the sweep's
+            ratios and held ``hyperparams``; the candidate whose last 10 training losses are
+            lowest (with ``val_loader``: whose validation loss after its run is lowest; on a
+            training set of at most 1000 samples without it: whose loss on every 5th batch of
+            the first pass, held back from the runs, is lowest) becomes ``result.lr``, and ``result.max_lr`` a third of a decade above it
+            (``result.confirmation``; the curve's own reading stays in ``result.suggestion``).
+            ``None`` (the default): 100 optimizer steps per run (600 in all, 700 with the
+            sweep), fewer for LBFGS, whose closure calls are counted (the runs stay within
+            600 gradient evaluations); a one-shot ``loader`` gets the sweep alone, with a
+            note in ``result.warnings``. ``True``: 100 steps per run; an int >= 1: that many;
+            both need a re-iterable ``loader``. ``False``: the sweep alone. Everything is
+            restored afterwards.
         clip: the largest total gradient norm (2-norm over all of the optimizer's params, a float > 0):
             ``torch.nn.utils.clip_grad_norm_`` before every optimizer step, once per step with
             ``accumulation_steps``, after ``scaler.unscale_(optimizer)`` with a ``scaler``, and inside
@@ -163,7 +168,7 @@ def range_test(
             f"val_loader must be a re-iterable collection of batches (a DataLoader, a list), got {type(val_loader).__name__}"
         )
     check_loader("loader", loader)
-    if confirm_steps and isinstance(loader, Iterator):
+    if confirm_steps and confirm is not None and isinstance(loader, Iterator):
         raise ValueError(
             "confirm= needs a re-iterable loader (a DataLoader, a list): every candidate run starts over from the "
             f"same batches, and a one-shot {type(loader).__name__} cannot"
@@ -189,18 +194,24 @@ def range_test(
             options["extra_state"] = (*extra, scaler)
     loaders = LoaderState(loader, stacklevel=2)
     validation = LoaderState(val_loader, stacklevel=2)  # its generator: put back before every validation pass
+    held_back = _HeldBack.for_small(loader, loaders) if val_loader is None and confirm_steps else None
 
     def validation_loss(limit: int | None) -> torch.Tensor:
         assert val_loader is not None
         validation.rewind()  # every point (and every candidate) sees the same validation batches
         return _validation_loss(model, val_loader, loss_fn, device, limit=limit)
 
+    score: Callable[[], torch.Tensor] | None = None
+    if val_loader is not None:
+        score = lambda: validation_loss(None)  # noqa: E731
+    elif held_back is not None:
+        score = lambda: _validation_loss(model, held_back.batches, loss_fn, device)  # noqa: E731
     try:
         tester = RangeTest(
             model,
             optimizer,
-            confirm=confirm_steps or False,
-            confirm_score=None if val_loader is None else lambda: validation_loss(None),
+            confirm=None if confirm is None else confirm_steps or False,
+            confirm_score=score,
             **options,
         )
     except BaseException:
@@ -208,10 +219,17 @@ def range_test(
         validation.restore()
         raise
 
-    def train_step(micro_batches: list[Any]) -> torch.Tensor:
-        """One optimizer step over ``micro_batches``; returns their mean loss."""
+    def train_step(micro_batches: list[Any]) -> tuple[torch.Tensor, int]:
+        """One optimizer step over ``micro_batches``; returns their mean loss and the gradient evaluations it took."""
         if closure_mode:
-            return optimizer.step(lambda: _closure_loss(model, optimizer, loss_fn, micro_batches, max_norm))
+            calls = 0
+
+            def closure() -> torch.Tensor:
+                nonlocal calls
+                calls += 1
+                return _closure_loss(model, optimizer, loss_fn, micro_batches, max_norm)
+
+            return optimizer.step(closure), calls
         optimizer.zero_grad()
         total: torch.Tensor | None = None
         last = len(micro_batches) - 1
@@ -233,10 +251,10 @@ def range_test(
             scaler.step(optimizer)
             scaler.update()
         assert total is not None
-        return total / accumulation_steps if accumulation_steps > 1 else total
+        return (total / accumulation_steps if accumulation_steps > 1 else total), 1
 
-    def optimizer_steps(batches: Iterator[Any]) -> Iterator[torch.Tensor]:
-        """One training step per ``accumulation_steps`` batches; yields each step's loss."""
+    def optimizer_steps(batches: Iterator[Any]) -> Iterator[tuple[torch.Tensor, int]]:
+        """One training step per ``accumulation_steps`` batches; yields each step's loss and gradient evaluations."""
         micro_batches: list[Any] = []
         for batch in batches:
             micro_batches.append(batch if device is None else to_device(batch, device))
@@ -248,14 +266,20 @@ def range_test(
         with tester as rt:
             steps = 0
             # A point may span more batches than one pass holds (accumulation, val_every): Passes chains them.
-            for loss in optimizer_steps(rt.batches(loader if isinstance(loader, Iterator) else Passes(loader))):
+            evaluations = 0
+            source: Iterable[Any] = loader if isinstance(loader, Iterator) else Passes(loader)
+            if held_back is not None:
+                source = held_back.passes(source, rt)
+            for loss, calls in optimizer_steps(rt.batches(source)):
                 if val_loader is None or rt.confirming:  # a candidate run records every training step
-                    rt.record(loss)
+                    rt.record(loss, evaluations=calls)
                     continue
                 steps += 1
+                evaluations += calls
                 if steps == val_every:
-                    rt.record(validation_loss(val_batches))
-                    steps = 0
+                    # per optimizer step, as the candidate runs (which record every step) are sized by it
+                    rt.record(validation_loss(val_batches), evaluations=max(1, round(evaluations / val_every)))
+                    steps = evaluations = 0
     finally:
         loaders.restore()
         validation.restore()
@@ -263,10 +287,19 @@ def range_test(
     assert result is not None
     samples = _training_samples(loader)
     if val_loader is None and samples is not None and samples <= SMALL_TRAINING_SET:
-        note = (
-            f"small training set ({samples} samples): over-fitting may set the best LR, and a training-loss "
-            "sweep cannot see it; pass val_loader= (with confirm=True) to read the validation loss"
-        )
+        confirmation = result.metadata.get("confirmation")
+        if held_back is not None and confirmation is not None:
+            confirmation["by"] = "held-back"
+            note = (
+                f"small training set ({samples} samples): over-fitting may set the best LR, so the confirmation "
+                f"judged each run by {len(held_back.batches)} batches of the first pass held back from the runs; "
+                "pass val_loader= to read a validation set"
+            )
+        else:
+            note = (
+                f"small training set ({samples} samples): over-fitting may set the best LR, and a training-loss "
+                "sweep cannot see it; pass val_loader= to read the validation loss"
+            )
         result.suggestion = dataclasses.replace(result.suggestion, warnings=[*result.suggestion.warnings, note])
     return result
 
@@ -274,6 +307,58 @@ def range_test(
 #: At most this many training samples, ``range_test`` without a ``val_loader`` warns that over-fitting
 #: may set the best LR (on the benchmark's tasks of 100 to 353 samples, validation-aware readings came closer).
 SMALL_TRAINING_SET = 1000
+
+
+#: On a small training set without ``val_loader``, every this-many-th batch of the first pass is held
+#: back from the confirmation's runs to judge them (benchmarks/suggestion_quality.py --design: holdout-small).
+HOLD_BACK_EVERY = 5
+
+
+class _HeldBack:
+    """Batches held back from the candidate runs: every ``HOLD_BACK_EVERY``-th of the loader's first pass.
+
+    The sweep draws from the loader as it is; each candidate run trains on the first
+    pass's other batches, cycled in their order, and is judged by the held-back ones.
+    The pass is kept the first time a candidate run begins: the RNGs and the loader's
+    generator are then back at the snapshot, so it is the sweep's own first pass.
+    """
+
+    def __init__(self, loader: Any, state: LoaderState) -> None:
+        self.loader = loader
+        self.state = state
+        self.batches: list[Any] = []
+        self.training: list[Any] = []
+
+    @classmethod
+    def for_small(cls, loader: Any, state: LoaderState) -> _HeldBack | None:
+        """One for a re-iterable loader of at most ``SMALL_TRAINING_SET`` samples in
+        ``HOLD_BACK_EVERY`` batches or more; None otherwise."""
+        samples = _training_samples(loader)
+        if isinstance(loader, Iterator) or samples is None or samples > SMALL_TRAINING_SET:
+            return None
+        try:
+            return cls(loader, state) if len(loader) >= HOLD_BACK_EVERY else None
+        except TypeError:
+            return None
+
+    def passes(self, sweep: Iterable[Any], rt: RangeTest) -> Iterable[Any]:
+        """What ``rt.batches`` iterates: ``sweep`` during the sweep, the kept training batches in candidate runs."""
+        held = self
+
+        class _Source:
+            def __iter__(self) -> Iterator[Any]:
+                if rt.candidate_run == 0:
+                    return iter(sweep)
+                if not held.batches:
+                    held.state.rewind()  # the sweep's first pass again; no draw left behind for the runs
+                    with isolated():
+                        first = list(held.loader)
+                    held.state.rewind()
+                    held.batches = first[HOLD_BACK_EVERY - 1 :: HOLD_BACK_EVERY]
+                    held.training = [b for i, b in enumerate(first) if i % HOLD_BACK_EVERY != HOLD_BACK_EVERY - 1]
+                return itertools.cycle(held.training)
+
+        return _Source()
 
 
 def _training_samples(loader: Any) -> int | None:

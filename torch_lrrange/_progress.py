@@ -77,6 +77,13 @@ class Progress:
             return None
         return "tqdm" if self._bar is not None else "plain"
 
+    def resize(self, total: int) -> None:
+        """Change the number of points in the whole run (the default confirmation sizes its runs after the sweep)."""
+        self.total = max(total, self.position)
+        if self.enabled and self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
+
     def update(self, position: int, lr: float, smoothed: float, phase: str = "") -> None:
         """Show that ``position`` points are done; ``lr`` is the current LR, ``smoothed`` the smoothed loss.
 

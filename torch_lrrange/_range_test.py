@@ -28,7 +28,7 @@ from ._checks import (
     check_threshold,
     is_per_group,
 )
-from ._confirmation import COUNT, CandidateRuns, Confirmation, confirm_steps
+from ._confirmation import COUNT, CandidateRuns, Confirmation, auto_steps, confirm_steps
 from ._divergence import DEFAULT_THRESHOLD
 from ._hyperparams import check_hyperparams, hyperparam_groups, set_hyperparams
 from ._loaders import LoaderState
@@ -94,14 +94,22 @@ class RangeTest:
             restored with everything else. Every group must hold each key
             (``lr`` is swept and cannot be set). Default none.
         confirm: after the sweep, confirm the LR by short runs inside the same
-            loop (:class:`~torch_lrrange.Confirmation`): ``True`` (100 optimizer steps per
-            run), an int >= 1 (steps per run) or False. Each of the 6 candidate
+            loop (:class:`~torch_lrrange.Confirmation`). Each of the 6 candidate
             LRs, half a decade apart below where the curve climbs back above its
             start, trains from the snapshot on the same batches: the loop must
             draw them from :meth:`batches`, which starts each run over. The one
             whose last 10 losses are lowest (or, with ``confirm_score``, whose
             score is lowest) gives ``result.lr``; the result keeps both readings
-            (``result.suggestion``, ``result.confirmation``). Default False.
+            (``result.suggestion``, ``result.confirmation``). ``None`` (the
+            default): 100 optimizer steps per run, fewer when a step costs several
+            gradient evaluations (the runs stay within 600 of them, see
+            :meth:`record`'s ``evaluations``; LBFGS without counts is taken at its
+            ``max_iter``), and only where it can run: a loop that does not draw from
+            :meth:`batches`, or draws from a one-shot iterator, gets the sweep's
+            reading with a note in ``result.warnings``. ``True``: 100 steps per
+            run, and a ``UserWarning`` (or, for a one-shot iterator, a
+            ``ValueError``) where it cannot run. An int >= 1: that many steps per
+            run, as ``True``. ``False``: the sweep alone.
         confirm_score: called with no argument at the end of each candidate run
             (the model holds the run's weights), returns the run's score, lower
             is better (e.g. a validation loss, a tensor or a float); restore any
@@ -148,7 +156,7 @@ class RangeTest:
         process_group: Any = None,
         progress: bool | None = None,
         hyperparams: dict[str, Any] | None = None,
-        confirm: bool | int = False,
+        confirm: bool | int | None = None,
         confirm_score: Callable[[], torch.Tensor | float] | None = None,
         keep_zero_groups: bool = True,
     ) -> None:
@@ -175,7 +183,8 @@ class RangeTest:
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress must be True, False or None, got {type(progress).__name__}")
         self.hyperparams = check_hyperparams(hyperparams, optimizer)
-        self.confirm_steps = confirm_steps(confirm)
+        self.confirm_steps = self._asked_steps = confirm_steps(confirm)
+        self._confirm_auto = confirm is None  # the default: confirm where it can, within the budget
         if confirm_score is not None and not callable(confirm_score):
             raise TypeError(f"confirm_score must be callable with no argument, got {type(confirm_score).__name__}")
         if self.confirm_steps == 1 and confirm_score is None:
@@ -201,6 +210,9 @@ class RangeTest:
         self._curve: RangeTestResult | None = None  # the sweep's own reading, once the sweep is over
         self._notes: list[str] = []  # what limited the confirmation, for the result's warnings
         self._restarts = 0  # candidate runs begun: batches() starts its pass over at each
+        self._one_shot = False  # batches() was given a one-shot iterator: no candidate run can start over
+        self._extra_evaluations = 0  # gradient evaluations beyond one per recorded point (record(evaluations=))
+        self._sweep_extra: int | None = None  # _extra_evaluations when the sweep ended (before any candidate run)
         self._runs: list[tuple[list[float], bool]] = []  # finished repeats: (losses, diverged)
         self._finished = False
         self._snapshot: Snapshot | None = None
@@ -237,6 +249,10 @@ class RangeTest:
             self._sweep = self._recorder = self._candidates = self._curve = None
             self._notes = []
             self._restarts = 0
+            self.confirm_steps = self._asked_steps  # the default sizes its runs anew for each sweep
+            self._one_shot = False
+            self._extra_evaluations = 0
+            self._sweep_extra = None
             self._sweep = self._recorder = self._new_sweep()
         except BaseException:
             try:
@@ -303,7 +319,7 @@ class RangeTest:
             threshold=self.diverge_threshold,
             check_every=self.check_every,
             reducer=reducer,
-            on_window=lambda step, lr, smoothed: progress.update(done + step, lr, smoothed),
+            on_window=lambda step, lr, smoothed: progress.update(done + step, lr, smoothed, self._cost_label()),
             hold=tuple(self.hyperparams),
         )
 
@@ -318,6 +334,16 @@ class RangeTest:
         return self._candidates is not None and not self._finished
 
     @property
+    def candidate_run(self) -> int:
+        """0 during the sweep; ``k`` during the ``k``-th candidate run of the confirmation (1 to 6).
+
+        When it changes (inside :meth:`record`), the model and optimizer are back at
+        the snapshot with the next candidate's LR: :meth:`batches` then starts its pass
+        over, so that every run sees the same batches.
+        """
+        return self._restarts
+
+    @property
     def step(self) -> int:
         """Points recorded so far in the current repeat, or steps in the current candidate run (0 before the block)."""
         return 0 if self._recorder is None else self._recorder.step
@@ -327,12 +353,18 @@ class RangeTest:
         """The LR of param group 0 for the next step (before the block: the first LR of the sweep)."""
         return self._first_lr if self._recorder is None else self._recorder.lr
 
-    def record(self, loss: torch.Tensor | float) -> None:
+    def record(self, loss: torch.Tensor | float, evaluations: int = 1) -> None:
         """Add the loss of the step just taken, then move the LR to the next value.
 
         Call once per optimizer step, after ``optimizer.step()``. ``loss`` is a
         0-dim (or one-element) tensor, kept on its device, or a float.
+        ``evaluations``: gradient evaluations the step took, int >= 1 (an LBFGS
+        step calls its closure several times; count them in the closure). The
+        default confirmation sizes its runs by them, and the result records
+        them. Default 1.
         """
+        if evaluations != 1 or type(evaluations) is not int:
+            self._count_evaluations(evaluations)
         # Hot path: a running sweep and a 0-dim tensor, checked with the fewest calls; no op beyond detach().
         if self._recording and type(loss) is torch.Tensor and loss.ndim == 0:
             ended = self._recorder.push(loss.detach())  # type: ignore[union-attr]
@@ -346,6 +378,14 @@ class RangeTest:
                 self._end_repeat()
             else:
                 self._end_candidate()
+
+    def _count_evaluations(self, evaluations: Any) -> None:
+        if isinstance(evaluations, bool) or not isinstance(evaluations, numbers.Integral):
+            raise TypeError(f"evaluations must be an int >= 1 (gradient evaluations of the step), got {evaluations!r}")
+        if evaluations < 1:
+            raise ValueError(f"evaluations must be an int >= 1 (gradient evaluations of the step), got {evaluations!r}")
+        if self._recording:
+            self._extra_evaluations += int(evaluations) - 1
 
     def _take(self, loss: Any) -> torch.Tensor | float | None:
         """The checks and conversions of :meth:`record` off its hot path; None if the point is ignored."""
@@ -392,19 +432,28 @@ class RangeTest:
 
     def _start_confirmation(self) -> bool:
         """After the last repeat: begin the first candidate run, if ``confirm=`` asks and it can run."""
+        self._sweep_extra = self._extra_evaluations
         if not self.confirm_steps:
             return False
         curve = self._curve = self._build_curve()
         if curve.suggestion.climb_at is None:
             self._notes.append("the confirmation did not run: the curve has too few sane points to place candidates")
             return False
-        if not self._loaders:
+        if not self._loaders or self._one_shot:
             self._notes.append(
                 "the confirmation did not run: the loop does not draw its batches from rt.batches(loader), "
                 "so the candidate runs could not start over from the same batches"
+                if not self._loaders
+                else "the confirmation did not run: rt.batches() was given a one-shot iterator, so the candidate "
+                "runs could not start over from the same batches (pass the loader itself)"
             )
-            warnings.warn(self._notes[-1], UserWarning, stacklevel=4)
+            if not self._confirm_auto:
+                warnings.warn(self._notes[-1], UserWarning, stacklevel=4)
             return False
+        if self._confirm_auto:
+            self.confirm_steps = auto_steps(self._evaluations_per_step())
+            assert self._progress is not None
+            self._progress.resize(self.num_steps * self.repeats + COUNT * self.confirm_steps)
         sweep = self._sweep
         assert sweep is not None
         self._candidates = CandidateRuns(
@@ -420,6 +469,29 @@ class RangeTest:
         )
         self._begin_candidate()
         return True
+
+    def _cost_label(self) -> str:
+        """What the steps so far cost, for the progress display, when a step costs several gradients (LBFGS)."""
+        if not self._extra_evaluations:
+            return ""
+        recorded = sum(len(losses) for losses, _ in self._runs)  # finished repeats, as recorded (also cut short)
+        candidates = self._candidates
+        if candidates is None:
+            recorded += self._sweep.step if self._sweep is not None else 0  # the repeat under way
+        else:  # a finished run's steps are in runs; the one under way has fewer than confirm_steps
+            recorded += len(candidates.runs) * self.confirm_steps
+            recorded += candidates.step if candidates.step < self.confirm_steps else 0
+        return f"{recorded + self._extra_evaluations} gradient evaluations"
+
+    def _evaluations_per_step(self) -> float:
+        """The sweep's gradient evaluations per step: counted (``record(evaluations=)``), else LBFGS's
+        ``max_iter`` (the closure calls a step may take), else 1."""
+        if self._extra_evaluations:
+            points = sum(len(losses) for losses, _ in self._runs)
+            return (points + self._extra_evaluations) / max(points, 1)
+        if isinstance(self.optimizer, torch.optim.LBFGS):
+            return float(self.optimizer.param_groups[0].get("max_iter", 1))
+        return 1.0
 
     def _begin_candidate(self) -> None:
         """Restore the snapshot and start the next candidate run; batches() then starts its pass over."""
@@ -439,7 +511,9 @@ class RangeTest:
         runs = len(candidates.runs)
         last = candidates.runs[-1][-1]  # already on the host: the run's last loss (or its score)
         position = self.num_steps * self.repeats + runs * self.confirm_steps
-        progress.update(position, candidates.lrs[runs - 1], last, f"confirmed {runs}/{len(candidates.lrs)}")
+        cost = self._cost_label()
+        phase = f"confirmed {runs}/{len(candidates.lrs)}" + (f", {cost}" if cost else "")
+        progress.update(position, candidates.lrs[runs - 1], last, phase)
         if candidates.finished:
             self._finished = True
             self._recording = False
@@ -488,7 +562,8 @@ class RangeTest:
             raise RuntimeError("batches() must be used inside the `with RangeTest(...)` block")
         check_loader("batches()'s argument", iterable)
         one_shot = isinstance(iterable, Iterator)  # not iter(): that would start a DataLoader's workers
-        if one_shot and self.confirm_steps:
+        self._one_shot = self._one_shot or one_shot
+        if one_shot and self.confirm_steps and not self._confirm_auto:
             raise ValueError(
                 "confirm= needs a re-iterable loader (a DataLoader, a list): every candidate run starts over from "
                 f"the same batches, and a one-shot {type(iterable).__name__} cannot; pass the loader itself"
@@ -549,6 +624,9 @@ class RangeTest:
                 chosen = None
                 notes.append(f"confirmation phase: {err}; the curve's own reading is kept")
             if chosen is not None:
+                if self._extra_evaluations:
+                    assert self._sweep_extra is not None  # set when the candidate runs began
+                    chosen.evaluations = chosen.cost + self._extra_evaluations - self._sweep_extra
                 if curve.suggestion.lr is None:
                     chosen.warnings.append("the LR comes from the confirmation phase alone: the curve gave none")
                 curve.metadata["confirmation"] = chosen.to_dict()
@@ -575,9 +653,13 @@ class RangeTest:
             num_steps=self.num_steps,
             mode=self.mode,
             repeats=len(runs),
+            **({"evaluations": sum(len(r) for r in runs) + extra} if (extra := self._sweep_extra_now()) else {}),
             **({"hyperparams": dict(self.hyperparams)} if self.hyperparams else {}),
             **({"hyperparams_left": left} if (left := self._groups_left()) else {}),
         )
+
+    def _sweep_extra_now(self) -> int:
+        return self._extra_evaluations if self._sweep_extra is None else self._sweep_extra
 
     def _groups_left(self) -> dict[str, list[int]]:
         """Per ``hyperparams`` key, the param groups that kept their own value (they held 0)."""

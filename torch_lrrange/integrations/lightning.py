@@ -127,7 +127,7 @@ def lr_range_test(
         raise RuntimeError(
             "lr_range_test() cannot run inside a running trainer.fit(); call it before or between fit calls"
         )
-    check_options(options, "lr_range_test")
+    check_options(options, "lr_range_test", confirms=False)
     target = _lr_attribute(model, attr_name) if update_attr else None
 
     sweep = _Sweep(options)
@@ -242,7 +242,8 @@ class _Sweep:
         extra = [*self.options.get("extra_state", ()), *([scaler] if hasattr(scaler, "state_dict") else [])]
         optimizer = optimizers[0] if len(optimizers) == 1 else _Optimizers(optimizers)
         options = per_group_range(optimizer, {**self.options, "extra_state": extra})
-        self.test = RangeTest(module, optimizer, **options)
+        # No confirmation: fit's loop cannot start each candidate run over from the same batches.
+        self.test = RangeTest(module, optimizer, **{**options, "confirm": False})
         self.stack.enter_context(self.test)
         self.automatic = module.automatic_optimization
         self.last_step = trainer.global_step

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -60,7 +60,10 @@ def lr_range_test(trainer: Any, *, update_args: bool = False, **options: Any) ->
             new LR too. Logged, and recorded in ``result.metadata["update_args"]``; a curve
             without a suggestion leaves it unchanged with a warning. Default False.
         **options: :class:`~torch_lrrange.RangeTest` keywords (``start_lr``, ``end_lr``,
-            ``num_steps``, ``repeats``, ``extra_state``, ...).
+            ``num_steps``, ``repeats``, ``extra_state``, ``confirm``, ...). As there, the sweep
+            is followed by the confirmation's six short candidate runs by default (each on a
+            new train dataloader from ``get_train_dataloader()``, which draws the sweep's
+            batches again); ``confirm=False`` gives the sweep alone.
 
     Returns:
         The :class:`~torch_lrrange.RangeTestResult` (the same on every rank).
@@ -130,47 +133,67 @@ def _unwrapped(optimizer: Any) -> Any:
     return optimizer.optimizer if isinstance(optimizer, AcceleratedOptimizer) else optimizer
 
 
+class _Passes:
+    """The Trainer's train dataloader as ``RangeTest.batches`` iterates it: pass after pass of one
+    dataloader within a run (its epochs, as ``train()`` draws them), and a new one from
+    ``get_train_dataloader()`` for each candidate run of the confirmation, which then draws the
+    sweep's batches again (the RNGs are back at the snapshot)."""
+
+    def __init__(self, trainer: Any, test: RangeTest) -> None:
+        self.trainer = trainer
+        self.test = test
+        self.loader: Any = None
+        self.run = -1
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.loader is None or self.run != self.test.candidate_run:
+            self.loader, self.run = self.trainer.get_train_dataloader(), self.test.candidate_run
+        loader, finished = self.loader, False
+        try:
+            yield from loader
+            finished = True
+        finally:
+            end = getattr(loader, "end", None)
+            if not finished and callable(end):
+                end()  # a pass left unfinished: Accelerate's gradient state forgets this loader
+
+
 def _sweep(trainer: Any, test: RangeTest, optimizer: Any, scaler: Any) -> None:
-    """The Trainer's training step, pass after pass over its train dataloader, until ``test`` is done."""
+    """The Trainer's training step over its train dataloader until ``test`` (sweep and candidate runs) is done."""
     args = trainer.args
     model, undo = _training_model(trainer)
-    loader = trainer.get_train_dataloader()
-    batches: Any = None
+    batches: Any = test.batches(_Passes(trainer, test))  # a generator: closed below
+    run = test.candidate_run
     model.zero_grad()  # as train() does before its first step: gradients left from before (restored after) stay out
     try:
         while not test.done:
-            batches, recorded = iter(loader), 0
-            while not test.done:
-                samples, num_items = trainer.get_batch_samples(batches, args.gradient_accumulation_steps, args.device)
-                if not samples:
-                    batches = None  # this pass is over
-                    break
-                trainer.current_gradient_accumulation_steps = len(samples)  # training_step scales the loss by it
-                total = None
-                for i, inputs in enumerate(samples):
-                    last = i == len(samples) - 1
-                    with contextlib.nullcontext() if last else trainer.accelerator.no_sync(model):
-                        loss = trainer.training_step(model, inputs, num_items)
-                    total = loss if total is None else total + loss
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if args.max_grad_norm is not None and args.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+            samples, num_items = trainer.get_batch_samples(batches, args.gradient_accumulation_steps, args.device)
+            if not samples:
+                break
+            trainer.current_gradient_accumulation_steps = len(samples)  # training_step scales the loss by it
+            total = None
+            for i, inputs in enumerate(samples):
+                last = i == len(samples) - 1
+                with contextlib.nullcontext() if last else trainer.accelerator.no_sync(model):
+                    loss = trainer.training_step(model, inputs, num_items)
+                total = loss if total is None else total + loss
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if args.max_grad_norm is not None and args.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            model.zero_grad()
+            assert total is not None  # samples is not empty
+            test.record(total)
+            if test.candidate_run != run:  # a candidate run begins from the snapshot: its stale gradients out too
+                run = test.candidate_run
                 model.zero_grad()
-                assert total is not None  # samples is not empty
-                test.record(total)
-                recorded += 1
-            if batches is None and recorded == 0:
-                raise ValueError("the Trainer's train dataloader yielded no batch")
     finally:
-        end = getattr(loader, "end", None)
-        if batches is not None and callable(end):
-            end()  # a pass left unfinished: Accelerate's gradient state forgets this loader
+        batches.close()  # ends an unfinished pass (Accelerate's gradient state forgets its loader)
         undo()
 
 
