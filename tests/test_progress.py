@@ -193,3 +193,24 @@ def test_steps_that_cost_several_gradients_show_what_they_cost_and_the_default_r
     last = capsys.readouterr().err.split("\r")[-1]
     evaluations = result.metadata["evaluations"] + confirmed.evaluations
     assert f"{total}/{total}  confirmed 6/6, {evaluations} gradient evaluations" in last
+
+
+def test_a_default_confirmation_that_cannot_run_ends_the_display_with_the_sweep(capsys, monkeypatch):
+    """A loop without rt.batches: the default gives the sweep alone, and the bar's total shrinks back to it."""
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = [(x, x.sum(1, keepdim=True)) for x in torch.randn(6, 16, 4)]
+    with RangeTest(model, opt, start_lr=1e-4, end_lr=1e-2, num_steps=24, progress=True) as rt:
+        i = 0
+        while not rt.done:
+            x, y = data[i % len(data)]
+            opt.zero_grad()
+            loss = nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            rt.record(loss)
+            i += 1
+    assert rt.result.confirmation is None
+    assert "24/24" in capsys.readouterr().err.split("\r")[-1]

@@ -420,11 +420,13 @@ class RangeTest:
         sweep, snapshot, progress = self._sweep, self._snapshot, self._progress
         assert sweep is not None and snapshot is not None and progress is not None, "only inside the block"
         self._runs.append((sweep.close(), sweep.diverged))
-        progress.update(len(self._runs) * self.num_steps, sweep.lr, sweep.reader.rule.smoothed)
-        if len(self._runs) < self.repeats:
+        last = len(self._runs) == self.repeats
+        started = last and self._start_confirmation()  # first: it sizes the display's total
+        progress.update(len(self._runs) * self.num_steps, sweep.lr, sweep.reader.rule.smoothed, self._cost_label())
+        if not last:
             snapshot.restore()
             self._sweep = self._recorder = self._new_sweep()
-        elif not self._start_confirmation():
+        elif not started:
             self._finished = True
             self._recording = False
 
@@ -433,6 +435,12 @@ class RangeTest:
     def _start_confirmation(self) -> bool:
         """After the last repeat: begin the first candidate run, if ``confirm=`` asks and it can run."""
         self._sweep_extra = self._extra_evaluations
+        started = self._begin_confirmation()
+        if not started and self._progress is not None:
+            self._progress.resize(self.num_steps * self.repeats)  # the display ends with the sweep
+        return started
+
+    def _begin_confirmation(self) -> bool:
         if not self.confirm_steps:
             return False
         curve = self._curve = self._build_curve()
