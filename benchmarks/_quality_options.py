@@ -14,8 +14,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -117,6 +118,53 @@ def validation_sweep(task: Task, num_steps: int, own_loop: bool) -> dict[str, li
 # --- confirmation phase --------------------------------------------------------------------
 
 
+def _each_candidate(task: Task, candidates: list[float]) -> Iterator[tuple[torch.nn.Module, Any]]:
+    """Seed 0's model and the task's optimizer, back at one snapshot with each candidate's LR in turn.
+
+    Yields ``(model, optimizer)`` once per candidate; the snapshot is put back and
+    released when the loop ends (also when it stops early).
+    """
+    model = task.build(0)
+    opt = task.optimizer(model.parameters(), 1e-3)
+    snapshot = Snapshot.take(model, opt)
+    try:
+        for lr in candidates:
+            snapshot.restore()
+            for group in opt.param_groups:
+                group["lr"] = lr
+            yield model, opt
+    finally:
+        snapshot.restore()
+        snapshot.release()
+
+
+def _train(
+    task: Task,
+    model: torch.nn.Module,
+    opt: Any,
+    batches: Iterator[Any],
+    steps: int,
+    after_step: Callable[[int], None] | None = None,
+) -> list[float]:
+    """``steps`` optimizer steps on ``batches``; every training loss, the run stopping at the first non-finite one.
+
+    ``after_step(n)`` is called after the n-th step (1-based).
+    """
+    losses: list[float] = []
+    for step in range(1, steps + 1):
+        x, y = next(batches)
+        opt.zero_grad()
+        loss = task.loss(model(x), y)
+        losses.append(float(loss.detach()))
+        if not torch.isfinite(loss):
+            break
+        loss.backward()
+        opt.step()
+        if after_step is not None:
+            after_step(step)
+    return losses
+
+
 def confirm(task: Task, candidates: list[float], steps: int) -> dict[str, Any]:
     """Short constant-LR runs from seed 0's starting state, one per candidate: what a confirmation phase sees.
 
@@ -127,33 +175,13 @@ def confirm(task: Task, candidates: list[float], steps: int) -> dict[str, Any]:
     (training losses per run), "vals" (validation loss per run, inf after a
     blow-up), "steps"}``.
     """
-    model = task.build(0)
-    opt = task.optimizer(model.parameters(), 1e-3)
-    snapshot = Snapshot.take(model, opt)
     runs: list[list[float]] = []
     vals: list[float] = []
-    try:
-        for lr in candidates:
-            snapshot.restore()
-            for group in opt.param_groups:
-                group["lr"] = lr
-            losses: list[float] = []
-            batches = _cycle(task.loader(0))
-            for _ in range(steps):
-                x, y = next(batches)
-                opt.zero_grad()
-                loss = task.loss(model(x), y)
-                losses.append(float(loss.detach()))
-                if not torch.isfinite(loss):
-                    break
-                loss.backward()
-                opt.step()
-            runs.append(losses)
-            val = _val_loss(task, model) if len(losses) == steps and math.isfinite(losses[-1]) else math.inf
-            vals.append(val if math.isfinite(val) else math.inf)
-    finally:
-        snapshot.restore()
-        snapshot.release()
+    for model, opt in _each_candidate(task, candidates):
+        losses = _train(task, model, opt, _cycle(task.loader(0)), steps)
+        runs.append(losses)
+        val = _val_loss(task, model) if len(losses) == steps and math.isfinite(losses[-1]) else math.inf
+        vals.append(val if math.isfinite(val) else math.inf)
     return {"lrs": list(candidates), "runs": runs, "vals": vals, "steps": steps}
 
 
@@ -177,36 +205,18 @@ def confirm_fine(task: Task, candidates: list[float]) -> dict[str, Any]:
     longer one, so these runs simulate any schedule of shorter runs (successive halving).
     Returns ``{"lrs", "runs", "vals": [[val at each of FINE_VAL_AT] per run], "val_at"}``.
     """
-    model = task.build(0)
-    opt = task.optimizer(model.parameters(), 1e-3)
-    snapshot = Snapshot.take(model, opt)
     runs: list[list[float]] = []
     vals: list[list[float]] = []
-    try:
-        for lr in candidates:
-            snapshot.restore()
-            for group in opt.param_groups:
-                group["lr"] = lr
-            losses: list[float] = []
-            at: list[float] = []
-            batches = _cycle(task.loader(0))
-            for step in range(1, FINE_STEPS + 1):
-                x, y = next(batches)
-                opt.zero_grad()
-                loss = task.loss(model(x), y)
-                losses.append(float(loss.detach()))
-                if not torch.isfinite(loss):
-                    break
-                loss.backward()
-                opt.step()
-                if step in FINE_VAL_AT:
-                    val = _val_loss(task, model)
-                    at.append(val if math.isfinite(val) else math.inf)
-            runs.append(losses)
-            vals.append(at + [math.inf] * (len(FINE_VAL_AT) - len(at)))
-    finally:
-        snapshot.restore()
-        snapshot.release()
+    for model, opt in _each_candidate(task, candidates):
+        at: list[float] = []
+
+        def validate(step: int, model: torch.nn.Module = model, at: list[float] = at) -> None:
+            if step in FINE_VAL_AT:
+                val = _val_loss(task, model)
+                at.append(val if math.isfinite(val) else math.inf)
+
+        runs.append(_train(task, model, opt, _cycle(task.loader(0)), FINE_STEPS, validate))
+        vals.append(at + [math.inf] * (len(FINE_VAL_AT) - len(at)))
     return {"lrs": list(candidates), "runs": runs, "vals": vals, "val_at": list(FINE_VAL_AT)}
 
 
@@ -222,38 +232,19 @@ def confirm_holdout(task: Task, candidates: list[float], steps: int) -> dict[str
     batches, cycled in their order, and scores the mean loss of the held-back batches in
     eval mode after its run (inf after a blow-up). Returns ``{"lrs", "scores"}``.
     """
-    model = task.build(0)
-    opt = task.optimizer(model.parameters(), 1e-3)
     batches = list(task.loader(0))
     held = batches[HOLDOUT_EVERY - 1 :: HOLDOUT_EVERY]
     train = [b for i, b in enumerate(batches) if i % HOLDOUT_EVERY != HOLDOUT_EVERY - 1]
-    snapshot = Snapshot.take(model, opt)
     scores: list[float] = []
-    try:
-        for lr in candidates:
-            snapshot.restore()
-            for group in opt.param_groups:
-                group["lr"] = lr
-            finite = True
-            for step in range(steps):
-                x, y = train[step % len(train)]
-                opt.zero_grad()
-                loss = task.loss(model(x), y)
-                if not torch.isfinite(loss):
-                    finite = False
-                    break
-                loss.backward()
-                opt.step()
-            score = math.inf
-            if finite:
-                model.eval()
-                with torch.no_grad():
-                    score = sum(float(task.loss(model(x), y)) for x, y in held) / len(held)
-                model.train()
-            scores.append(score if math.isfinite(score) else math.inf)
-    finally:
-        snapshot.restore()
-        snapshot.release()
+    for model, opt in _each_candidate(task, candidates):
+        losses = _train(task, model, opt, itertools.cycle(train), steps)
+        score = math.inf
+        if math.isfinite(losses[-1]):
+            model.eval()
+            with torch.no_grad():
+                score = sum(float(task.loss(model(x), y)) for x, y in held) / len(held)
+            model.train()
+        scores.append(score if math.isfinite(score) else math.inf)
     return {"lrs": list(candidates), "scores": scores}
 
 
