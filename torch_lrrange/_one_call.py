@@ -328,6 +328,8 @@ class _HeldBack:
         self.state = state
         self.batches: list[Any] = []
         self.training: list[Any] = []
+        self.sweep: Iterable[Any] = ()
+        self.rt: Any = None
 
     @classmethod
     def for_small(cls, loader: Any, state: LoaderState) -> _HeldBack | None:
@@ -341,24 +343,22 @@ class _HeldBack:
         except TypeError:
             return None
 
-    def passes(self, sweep: Iterable[Any], rt: RangeTest) -> Iterable[Any]:
+    def passes(self, sweep: Iterable[Any], rt: RangeTest) -> _HeldBack:
         """What ``rt.batches`` iterates: ``sweep`` during the sweep, the kept training batches in candidate runs."""
-        held = self
+        self.sweep, self.rt = sweep, rt
+        return self
 
-        class _Source:
-            def __iter__(self) -> Iterator[Any]:
-                if rt.candidate_run == 0:
-                    return iter(sweep)
-                if not held.batches:
-                    held.state.rewind()  # the sweep's first pass again; no draw left behind for the runs
-                    with isolated():
-                        first = list(held.loader)
-                    held.state.rewind()
-                    held.batches = first[HOLD_BACK_EVERY - 1 :: HOLD_BACK_EVERY]
-                    held.training = [b for i, b in enumerate(first) if i % HOLD_BACK_EVERY != HOLD_BACK_EVERY - 1]
-                return itertools.cycle(held.training)
-
-        return _Source()
+    def __iter__(self) -> Iterator[Any]:
+        if self.rt.candidate_run == 0:
+            return iter(self.sweep)
+        if not self.batches:
+            self.state.rewind()  # the sweep's first pass again; no draw left behind for the runs
+            with isolated():
+                first = list(self.loader)
+            self.state.rewind()
+            self.batches = first[HOLD_BACK_EVERY - 1 :: HOLD_BACK_EVERY]
+            self.training = [b for i, b in enumerate(first) if i % HOLD_BACK_EVERY != HOLD_BACK_EVERY - 1]
+        return itertools.cycle(self.training)
 
 
 def _training_samples(loader: Any) -> int | None:
