@@ -1,7 +1,7 @@
 """LR range test with a Lightning Trainer, then training at the found LR.
 
-The module's own training_step, configure_optimizers and datamodule run the sweep, through the
-trainer's own fit loop; afterwards the trainer, module and RNGs are as before the test (no
+The module's own training_step, configure_optimizers and datamodule run the sweep and the
+confirmation's candidate runs, through the trainer's own fit loop; afterwards the trainer, module and RNGs are as before the test (no
 checkpoint or log of the sweep is written) and ``update_attr=True`` has set ``hparams.lr``.
 
     pip install -e ".[lightning,demo]"

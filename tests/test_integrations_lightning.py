@@ -30,7 +30,9 @@ from integration_scripts.lightning_setup import (  # noqa: E402
     DigitsData,
     LitLeNet,
     Recorder,
+    SeenLeNet,
     make_module,
+    runs_of,
     train_loader,
 )
 
@@ -95,7 +97,8 @@ def _bookkeeping(trainer):
 
 
 def test_twin_trainers_train_identically_after_the_test(tmp_path):
-    """Before the first fit: module, RNGs, loader generator and trainer come back; the fits then match."""
+    """Before the first fit, at the defaults (the sweep, then six 100-step candidate runs): module, RNGs,
+    loader generator and trainer come back; the fits then match."""
     recorders = [Recorder(), Recorder()]
     tested, twin = _trainer(tmp_path, "tested", recorders[0]), _trainer(tmp_path, "twin", recorders[1])
     models = [make_module(), make_module()]
@@ -109,7 +112,9 @@ def test_twin_trainers_train_identically_after_the_test(tmp_path):
     result = lr_range_test(tested, models[0], loaders[0], num_steps=24, start_lr=1e-5, end_lr=1.0)
 
     assert len(result.lrs) == 24 and result.usable, result
-    assert result.confirmation is None and result.lr == result.suggestion.lr  # Lightning: the curve's reading
+    confirmation = result.confirmation
+    assert confirmation is not None and result.lr == confirmation.lr and result.max_lr == confirmation.max_lr
+    assert confirmation.steps == 100 and len(confirmation.candidates) == 6 and confirmation.by == "training"
     assert_same(before, models[0].state_dict())
     assert [m.training for m in models[0].modules()] == modes
     assert_same(rng, _rng())
@@ -145,9 +150,11 @@ def test_mid_training_restores_the_trainers_optimizer_scheduler_counters_and_met
     kept, files = _bookkeeping(tested), _files(tmp_path)
     assert kept["counters"][:2] == (8, 1) and kept["metrics"]
 
-    result = lr_range_test(tested, models[0], datamodule=DigitsData(), num_steps=20, start_lr=1e-5, end_lr=1.0)
+    result = lr_range_test(
+        tested, models[0], datamodule=DigitsData(), num_steps=20, start_lr=1e-5, end_lr=1.0, confirm=4
+    )
 
-    assert len(result.lrs) == 20
+    assert len(result.lrs) == 20 and result.confirmation is not None
     saved.check()  # module, the first fit's Adam and OneCycleLR, RNGs: bit-exact
     assert _bookkeeping(tested) == kept
     assert _files(tmp_path) == files and len(recorders[0].losses) == 8
@@ -163,7 +170,7 @@ def test_mid_training_restores_the_trainers_optimizer_scheduler_counters_and_met
 
 def test_one_point_per_optimizer_step_with_accumulation_and_clipping(tmp_path):
     """The curve equals a plain RangeTest loop doing the same accumulation (2) and clipping (0.5), bit for bit."""
-    common = {"num_steps": 16, "start_lr": 1e-5, "end_lr": 0.05}
+    common = {"num_steps": 16, "start_lr": 1e-5, "end_lr": 0.05, "confirm": False}
     trainer = pl.Trainer(accelerator="cpu", logger=False, accumulate_grad_batches=2, gradient_clip_val=0.5, **QUIET)
     module = make_module()
     twin = copy.deepcopy(module)
@@ -196,8 +203,9 @@ def test_update_attr_sets_lr_or_max_lr_by_the_modules_schedule(tmp_path, schedul
     module = make_module(schedule=schedule)
     with caplog.at_level(logging.INFO, logger="torch_lrrange"):
         result = lr_range_test(
-            trainer, module, train_loader(), num_steps=30, start_lr=1e-5, end_lr=1.0, update_attr=True
+            trainer, module, train_loader(), num_steps=30, start_lr=1e-5, end_lr=1.0, update_attr=True, confirm=4
         )
+    assert result.confirmation is not None  # the LR set is the confirmed one
     expected, source = (result.max_lr, "max_lr") if schedule else (result.lr, "lr")
     assert module.hparams.lr == expected
     assert result.metadata["update_attr"]["name"] == "lr" and result.metadata["update_attr"]["from"] == source
@@ -220,9 +228,10 @@ def test_update_attr_plain_attribute_and_attr_name(tmp_path):
     module = WithAttr()
     del module.hparams["lr"]
     trainer = pl.Trainer(accelerator="cpu", logger=False, **QUIET)
-    result = lr_range_test(trainer, module, train_loader(), num_steps=30, start_lr=1e-5, end_lr=1.0, update_attr=True)
+    common = {"num_steps": 30, "update_attr": True, "confirm": False}
+    result = lr_range_test(trainer, module, train_loader(), start_lr=1e-5, end_lr=1.0, **common)
     assert module.learning_rate == result.lr and module.head_lr == 1e-3
-    lr_range_test(trainer, module, train_loader(), num_steps=30, update_attr=True, attr_name="head_lr")
+    lr_range_test(trainer, module, train_loader(), attr_name="head_lr", **common)
     assert module.head_lr != 1e-3
 
 
@@ -241,14 +250,14 @@ def test_bad_input_is_refused_before_the_trainer_is_touched(tmp_path):
             lambda: lr_range_test(trainer, module, loader, num_training=5),
         ),
         (
-            TypeError,
-            "does not run a confirmation phase yet",
-            lambda: lr_range_test(trainer, module, loader, confirm=True),
+            ValueError,
+            "confirm=1 cannot tell the candidates apart",
+            lambda: lr_range_test(trainer, module, loader, confirm=1),
         ),
         (
             TypeError,
-            "does not run a confirmation phase yet",
-            lambda: lr_range_test(trainer, module, loader, confirm_score=lambda: 0.0),
+            "confirm_score must be callable",
+            lambda: lr_range_test(trainer, module, loader, confirm_score=0.5),
         ),
         (
             ValueError,
@@ -330,14 +339,14 @@ def test_true_half_precision_gives_back_the_float32_weights(tmp_path):
     module = make_module()
     params = list(module.parameters())
     before = copy.deepcopy(module.state_dict())
-    result = lr_range_test(trainer, module, train_loader(), num_steps=12, start_lr=1e-4, end_lr=1.0)
-    assert len(result.lrs) == 12
+    result = lr_range_test(trainer, module, train_loader(), num_steps=12, start_lr=1e-4, end_lr=1.0, confirm=3)
+    assert len(result.lrs) == 12 and result.confirmation is not None
     assert_same(before, module.state_dict())  # float32 again, bit for bit
     assert list(module.parameters()) == params and all(a is b for a, b in zip(module.parameters(), params))
 
 
 def test_manual_optimization_sweeps_every_optimizer_keeping_their_ratio(tmp_path):
-    """Two optimizers (a GAN-like module): both are swept, group ratio kept, and both restored."""
+    """Two optimizers (a GAN-like module): both are swept and confirmed, group ratio kept, and both restored."""
 
     class TwoOptimizers(LitLeNet):
         def __init__(self):
@@ -366,11 +375,12 @@ def test_manual_optimization_sweeps_every_optimizer_keeping_their_ratio(tmp_path
     torch.manual_seed(0)
     module = TwoOptimizers()
     before = copy.deepcopy(module.state_dict())
-    result = lr_range_test(trainer, module, train_loader(), num_steps=12, start_lr=1e-6, end_lr=1e-2)
-    assert len(result.lrs) == len(module.seen) == 12
-    heads, bodies = zip(*module.seen)
-    np.testing.assert_allclose(heads, result.lrs, rtol=1e-12)
-    np.testing.assert_allclose(bodies, np.asarray(result.lrs) * 10, rtol=1e-12)
+    result = lr_range_test(trainer, module, train_loader(), num_steps=12, start_lr=1e-6, end_lr=1e-2, confirm=3)
+    candidates = result.confirmation.candidates
+    assert len(result.lrs) == 12 and len(module.seen) == 12 + 3 * len(candidates)
+    heads, bodies = (np.asarray(lrs) for lrs in zip(*module.seen))
+    np.testing.assert_allclose(heads, [*result.lrs, *np.repeat(candidates, 3)], rtol=1e-12)
+    np.testing.assert_allclose(bodies, heads * 10, rtol=1e-12)  # the sweep's ratio, in the candidate runs too
     assert_same(before, module.state_dict())
 
 
@@ -394,8 +404,10 @@ def test_pytorch_lightning_trainer_works_too(tmp_path):
     torch.manual_seed(0)
     module = Module()
     before = copy.deepcopy(module.state_dict())
-    result = lr_range_test(trainer, module, train_loader(), num_steps=16, start_lr=1e-5, end_lr=1.0, update_attr=True)
-    assert len(result.lrs) == 16 and module.lr == result.lr
+    result = lr_range_test(
+        trainer, module, train_loader(), num_steps=16, start_lr=1e-5, end_lr=1.0, update_attr=True, confirm=3
+    )
+    assert len(result.lrs) == 16 and module.lr == result.lr == result.confirmation.lr
     assert_same(before, module.state_dict())
     assert trainer.global_step == 0 and trainer.state.fn is None
     with pytest.raises(TypeError, match=r"model must be a pytorch_lightning\.LightningModule"):
@@ -420,6 +432,13 @@ def test_ddp_on_two_cpu_processes_gives_every_rank_the_same_result(tmp_path):
     assert [r["rank"] for r in reports] == [0, 1]
     assert reports[0]["result"] == reports[1]["result"]
     assert len(reports[0]["result"]["lrs"]) == 24 and reports[0]["result"]["lr"] is not None
+    confirmation = reports[0]["result"]["metadata"]["confirmation"]
+    assert confirmation["lr"] in confirmation["candidates"] and len(confirmation["candidates"]) == 6
+    for report in reports:
+        sweep, *runs = report["batches"]
+        assert len(runs) == 6 and all(run == sweep for run in runs), report["batches"]  # the sweep's batches again
+        assert report["lrs"] == [[lr] for lr in confirmation["candidates"]]  # each run at its candidate
+    assert reports[0]["batches"][0] != reports[1]["batches"][0]  # each rank its own shard
     for report in reports:
         assert report["restored"] and report["counters_after_test"] == [0, 0]
         assert report["losses"] == report["twin_losses"] and len(report["losses"]) == 4
@@ -476,11 +495,132 @@ def test_generators_of_the_loaders_the_trainer_built_are_put_back(tmp_path, sour
     generator = owner.generator.get_state()
 
     torch.manual_seed(1)
-    lr_range_test(trainers[0], models[0], datamodule=data[0], num_steps=12, start_lr=1e-5, end_lr=1.0)
-    assert torch.equal(owner.generator.get_state(), generator)
+    result = lr_range_test(
+        trainers[0], models[0], datamodule=data[0], num_steps=12, start_lr=1e-5, end_lr=1.0, confirm=3
+    )
+    assert torch.equal(owner.generator.get_state(), generator) and result.confirmation is not None
 
     for trainer, model, datamodule in zip(trainers, models, data):
         torch.manual_seed(1)
         trainer.fit(model, datamodule=datamodule)
     assert recorders[0].losses == recorders[1].losses and len(recorders[0].losses) == 8
     assert_same(models[1].state_dict(), models[0].state_dict())
+
+
+# --- the confirmation inside fit --------------------------------------------------------------
+
+
+def _five_batch_loader(kind):
+    """160 digits in batches of 32: a 8-step candidate run spans two of its epochs."""
+    data = torch.utils.data.Subset(train_loader().dataset, range(160))
+    if kind == "global RNG":
+        return torch.utils.data.DataLoader(data, batch_size=32, shuffle=True)
+    if kind == "own generator":
+        return torch.utils.data.DataLoader(
+            data, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(2)
+        )
+    if kind == "DistributedSampler":  # shuffles by its epoch, which the fit loop sets each epoch
+        sampler = torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, seed=4)
+        return torch.utils.data.DataLoader(data, batch_size=32, sampler=sampler)
+    # random draws inside the workers (their seeds come from the loader's iterator)
+    noisy = torch.utils.data.TensorDataset(*data[:])
+    return torch.utils.data.DataLoader(
+        _Jittered(noisy), batch_size=32, shuffle=True, num_workers=2, persistent_workers=True
+    )
+
+
+class _Jittered(torch.utils.data.Dataset):
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        x, y = self.data[i]
+        return x + 0.01 * torch.randn_like(x), y  # a random augmentation, drawn in the worker
+
+
+@pytest.mark.parametrize("kind", ["global RNG", "own generator", "DistributedSampler", "persistent workers"])
+def test_each_candidate_run_trains_on_the_sweeps_batches_at_its_own_lr(tmp_path, kind):
+    """Each candidate run starts an epoch whose batches are the sweep's first ones again, into the next epoch."""
+    loader = _five_batch_loader(kind)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **QUIET)
+    module = make_module(kind=SeenLeNet)
+    before, rng = copy.deepcopy(module.state_dict()), _rng()
+    generator = loader.generator.get_state() if loader.generator is not None else None
+
+    result = lr_range_test(trainer, module, loader, num_steps=12, start_lr=1e-5, end_lr=1.0, confirm=8)
+
+    sweep, *runs = runs_of(module.seen, 12, 8)
+    candidates = result.confirmation.candidates
+    assert len(runs) == len(candidates) == 6 and result.lr == result.confirmation.lr in candidates
+    for run, lr in zip(runs, candidates):
+        assert [x for x, _ in run] == [x for x, _ in sweep]  # the same batches, augmentations included
+        assert {step_lr for _, step_lr in run} == {lr}
+    assert len({x for x, _ in sweep}) == 8  # two epochs of distinct batches
+    assert_same(before, module.state_dict())
+    assert_same(rng, _rng())
+    if generator is not None:
+        assert torch.equal(generator, loader.generator.get_state())
+    if kind == "DistributedSampler":
+        assert loader.sampler.epoch == 0  # the fit loop set it at each epoch: put back
+
+
+def test_the_one_call_and_the_loop_form_confirm_the_same_lr(tmp_path):
+    """Lightning's lr_range_test and a RangeTest loop over rt.batches on the same batches: the same runs, scores, LR."""
+    common = {"num_steps": 16, "start_lr": 1e-5, "end_lr": 1.0, "confirm": 5}
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **QUIET)
+    module = make_module()
+    twin = copy.deepcopy(module)
+    result = lr_range_test(trainer, module, train_loader(shuffle=False), **common)
+
+    optimizer = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    with RangeTest(twin, optimizer, **common) as rt:
+        for x, y in rt.batches(train_loader(shuffle=False)):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(twin(x), y)
+            loss.backward()
+            optimizer.step()
+            rt.record(loss)
+    assert result.confirmation == rt.result.confirmation and result.lr == rt.result.lr
+    np.testing.assert_array_equal(result.losses, rt.result.losses)
+
+
+def test_an_error_inside_a_candidate_run_restores_everything_and_propagates(tmp_path):
+    class FailingLater(LitLeNet):
+        calls = 0
+
+        def training_step(self, batch, batch_idx):
+            FailingLater.calls += 1
+            if FailingLater.calls == 12 + 2 * 4 + 3:  # in the third candidate run
+                raise ValueError("boom in a candidate run")
+            return super().training_step(batch, batch_idx)
+
+    trainer = _trainer(tmp_path, "run")
+    module = make_module(kind=FailingLater)
+    loader = train_loader(seed=3)
+    before, rng, kept = copy.deepcopy(module.state_dict()), _rng(), _bookkeeping(trainer)
+    generator = loader.generator.get_state()
+    with pytest.raises(ValueError, match="boom in a candidate run"):
+        lr_range_test(trainer, module, loader, num_steps=12, confirm=4)
+    assert FailingLater.calls == 23
+    assert_same(before, module.state_dict())
+    assert_same(rng, _rng())
+    assert torch.equal(generator, loader.generator.get_state())
+    assert _bookkeeping(trainer) == kept and _files(tmp_path) == []
+
+
+def test_a_one_shot_iterator_gives_the_sweeps_reading_with_a_note(tmp_path):
+    """The default says why there is no confirmation in result.warnings; confirm=True warns as well."""
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **QUIET)
+    common = {"num_steps": 8, "start_lr": 1e-5, "end_lr": 0.1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", module="lightning")
+        result = lr_range_test(trainer, make_module(), iter(train_loader(seed=3)), **common)
+    assert result.confirmation is None
+    assert any("one-shot iterator" in w for w in result.warnings), result.warnings
+    with pytest.warns(UserWarning, match="the confirmation did not run: the batches come from a one-shot iterator"):
+        result = lr_range_test(trainer, make_module(), iter(train_loader(seed=3)), confirm=True, **common)
+    assert result.confirmation is None

@@ -1,4 +1,4 @@
-"""Loaders a sweep iterates come back as they were: their own generators, persistent worker pools."""
+"""Loaders a sweep iterates come back as they were: their own generators, sampler epochs, persistent worker pools."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from torch_lrrange import RangeTest, range_test
-from torch_lrrange._loaders import LoaderState, loader_generators
+from torch_lrrange._loaders import LoaderState, loader_generators, sampler_epochs
 
 
 class NoisyDigits(Dataset):
@@ -124,3 +124,18 @@ def test_range_test_warns_once_about_a_running_persistent_pool_at_the_callers_li
         _sweep(model, opt, tested, "range_test")
     running = [w for w in caught if "persistent worker processes already run" in str(w.message)]
     assert len(running) == 1 and running[0].filename == __file__
+
+
+def test_a_samplers_epoch_is_put_back():
+    """A DistributedSampler's epoch (a trainer sets it each epoch) comes back, and with it the next pass's order."""
+    data = range(64)
+    sampler = torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, seed=5)
+    loader = DataLoader(data, batch_size=8, sampler=sampler)
+    plain = DataLoader(data, batch_size=8, sampler=torch.utils.data.SequentialSampler(data))
+    assert sampler_epochs({"train": [loader, loader], "plain": plain}) == [(sampler, 0)]  # once, with its epoch
+    first = [b.tolist() for b in loader]
+    state = LoaderState(loader)
+    sampler.set_epoch(3)
+    assert [b.tolist() for b in loader] != first
+    state.rewind()
+    assert sampler.epoch == 0 and [b.tolist() for b in loader] == first

@@ -8,6 +8,9 @@ this module covers the rest, for the loaders a sweep is given
 * a ``torch.Generator`` of the loader's own (``DataLoader(generator=...)``, or
   its sampler's): its state is put back, so the next epoch draws the order it
   would have drawn without the test;
+* a sampler with an epoch (``DistributedSampler.set_epoch``, which a trainer
+  calls each epoch): its epoch is put back, so the next pass shuffles as it
+  would have;
 * ``persistent_workers=True``: a worker pool that the sweep started is shut
   down again, so the next epoch starts its workers (and draws their seeds) as it
   would have. A pool that already existed is reused by the sweep, and the
@@ -24,7 +27,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["LoaderState", "Passes", "loader_generators"]
+__all__ = ["LoaderState", "Passes", "loader_generators", "sampler_epochs"]
 
 
 class Passes:
@@ -60,6 +63,18 @@ def loader_generators(loaders: Any) -> list[torch.Generator]:
     return list(found.values())
 
 
+def sampler_epochs(loaders: Any) -> list[tuple[Any, int]]:
+    """The samplers with an epoch (``set_epoch()`` and an int ``epoch``, as ``DistributedSampler``) of the
+    DataLoaders in ``loaders``, each with its epoch now."""
+    found: dict[int, tuple[Any, int]] = {}
+    for loader in _data_loaders(loaders):
+        for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+            epoch = getattr(sampler, "epoch", None)
+            if callable(getattr(sampler, "set_epoch", None)) and type(epoch) is int:
+                found.setdefault(id(sampler), (sampler, epoch))
+    return list(found.values())
+
+
 def _data_loaders(loaders: Any) -> list[DataLoader]:
     if isinstance(loaders, Passes):
         return _data_loaders(loaders.loader)
@@ -87,6 +102,7 @@ class LoaderState:
 
     def __init__(self, loaders: Any, *, stacklevel: int = 1) -> None:
         self._generators = [(g, g.get_state()) for g in loader_generators(loaders)]
+        self._epochs = sampler_epochs(loaders)
         persistent = [d for d in _data_loaders(loaders) if _persistent(d)]
         # DataLoader keeps a persistent pool in its _iterator between epochs: its only handle on it.
         self._started = [d for d in persistent if getattr(d, "_iterator", None) is None]
@@ -102,9 +118,11 @@ class LoaderState:
             )
 
     def rewind(self) -> None:
-        """Put the generators back (worker pools stay): the next pass draws as the first one did."""
+        """Put the generators and sampler epochs back (worker pools stay): the next pass draws as the first one did."""
         for generator, state in self._generators:
             generator.set_state(state)
+        for sampler, epoch in self._epochs:
+            sampler.set_epoch(epoch)
 
     def restore(self) -> None:
         """Put the generators back; shut down persistent worker pools started since the capture."""

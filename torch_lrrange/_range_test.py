@@ -210,7 +210,7 @@ class RangeTest:
         self._curve: RangeTestResult | None = None  # the sweep's own reading, once the sweep is over
         self._notes: list[str] = []  # what limited the confirmation, for the result's warnings
         self._restarts = 0  # candidate runs begun: batches() starts its pass over at each
-        self._one_shot = False  # batches() was given a one-shot iterator: no candidate run can start over
+        self._one_shot = False  # the batches come from a one-shot iterator: no candidate run can start over
         self._extra_evaluations = 0  # gradient evaluations beyond one per recorded point (record(evaluations=))
         self._sweep_extra: int | None = None  # _extra_evaluations when the sweep ended (before any candidate run)
         self._runs: list[tuple[list[float], bool]] = []  # finished repeats: (losses, diverged)
@@ -452,7 +452,7 @@ class RangeTest:
                 "the confirmation did not run: the loop does not draw its batches from rt.batches(loader), "
                 "so the candidate runs could not start over from the same batches"
                 if not self._loaders
-                else "the confirmation did not run: rt.batches() was given a one-shot iterator, so the candidate "
+                else "the confirmation did not run: the batches come from a one-shot iterator, so the candidate "
                 "runs could not start over from the same batches (pass the loader itself)"
             )
             if not self._confirm_auto:
@@ -570,14 +570,13 @@ class RangeTest:
             raise RuntimeError("batches() must be used inside the `with RangeTest(...)` block")
         check_loader("batches()'s argument", iterable)
         one_shot = isinstance(iterable, Iterator)  # not iter(): that would start a DataLoader's workers
-        self._one_shot = self._one_shot or one_shot
         if one_shot and self.confirm_steps and not self._confirm_auto:
             raise ValueError(
                 "confirm= needs a re-iterable loader (a DataLoader, a list): every candidate run starts over from "
                 f"the same batches, and a one-shot {type(iterable).__name__} cannot; pass the loader itself"
             )
         state = LoaderState(iterable, stacklevel=2)
-        self._loaders.append(state)  # put back on exit (generators, worker pools)
+        self._draws_from(state, one_shot=one_shot)
         while not self._finished:
             recorded, restarts = self._points(), self._restarts
             count = 0
@@ -613,6 +612,13 @@ class RangeTest:
                 raise RuntimeError(
                     "a whole pass over the loader recorded no point: call rt.record(loss) once per optimizer step"
                 )
+
+    def _draws_from(self, loaders: LoaderState, *, one_shot: bool) -> None:
+        """The block's batches come from ``loaders``, put back on exit; their passes start over at each candidate
+        run (:meth:`batches` does it; a trainer integration that drives its own loop does it itself), unless
+        ``one_shot``, which leaves the confirmation out."""
+        self._one_shot = self._one_shot or one_shot
+        self._loaders.append(loaders)
 
     def _points(self) -> int:
         done = 0 if self._candidates is None else len(self._candidates.runs) * self.confirm_steps

@@ -60,6 +60,18 @@ class LitLeNet(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+class SeenLeNet(LitLeNet):
+    """A LitLeNet that notes, for each training step, the sum of its batch's inputs and the LR it trains at."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[tuple[float, float]] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.seen.append((batch[0].sum().item(), self.optimizers().param_groups[0]["lr"]))
+        return super().training_step(batch, batch_idx)
+
+
 class DigitsData(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return train_loader()
@@ -75,9 +87,15 @@ class Recorder(pl.Callback):
         self.losses.append(outputs["loss"].item())
 
 
-def make_module(seed: int = 0, **kwargs: Any) -> LitLeNet:
+def make_module(seed: int = 0, kind: type[LitLeNet] = LitLeNet, **kwargs: Any) -> LitLeNet:
     torch.manual_seed(seed)
-    return LitLeNet(**kwargs)
+    return kind(**kwargs)
+
+
+def runs_of(seen: list[tuple[float, float]], sweep: int, steps: int) -> list[list[tuple[float, float]]]:
+    """``seen`` (of a :class:`SeenLeNet`) cut into the sweep's first ``steps`` steps and each candidate run's."""
+    runs = [seen[sweep + k : sweep + k + steps] for k in range(0, len(seen) - sweep, steps)]
+    return [seen[:steps], *runs]
 
 
 def digest(model: torch.nn.Module) -> str:

@@ -17,26 +17,14 @@ from ..analysis import UnusableCurveError
 __all__ = ["check_options", "per_group_range", "suggestion"]
 
 
-#: RangeTest keywords an integration without a confirmation phase refuses (``confirm=False`` aside).
-_NOT_YET = ("confirm", "confirm_score")
-
-
-def check_options(options: dict[str, Any], caller: str, *, confirms: bool = True) -> None:
+def check_options(options: dict[str, Any], caller: str) -> None:
     """Refuse unknown :class:`RangeTest` keywords and bad values before the trainer is touched.
 
     The values go through RangeTest's own checks on a stand-in model and optimizer (with as
     many param groups as a per-group ``start_lr``/``end_lr`` list names); ``hyperparams``
     depends on the real optimizer's groups and is checked once the trainer has built it.
-    ``confirms``: whether the integration runs a confirmation phase (else ``confirm`` may only be False).
     """
-    confirming = [] if confirms else sorted(k for k in set(options) & set(_NOT_YET) if options[k] is not False)
-    if confirming:
-        raise TypeError(
-            f"{caller}() does not run a confirmation phase yet ({', '.join(confirming)}): the trainer's own loop "
-            "cannot start each candidate run over from the same batches; confirm with "
-            "torch_lrrange.range_test(..., confirm=True), or RangeTest(confirm=True) around a loop over rt.batches()"
-        )
-    allowed = [k for k in keyword_options(RangeTest) if confirms or k != "confirm_score"]
+    allowed = keyword_options(RangeTest)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise TypeError(f"{caller}() got unknown option(s) {', '.join(unknown)}; the options are {', '.join(allowed)}")

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 
 from .._distributed import is_rank_zero
-from .._loaders import LoaderState
+from .._loaders import LoaderState, sampler_epochs
 from .._modes import Modes
 from .._optional import require
 from .._range_test import RangeTest
 from .._result import RangeTestResult
-from .._rng import isolated
+from .._rng import isolated, rng_state, set_rng_state
 from ._common import check_options, per_group_range, suggestion
 
 __all__ = ["lr_range_test"]
@@ -52,7 +52,9 @@ def lr_range_test(
     precision, ``accumulate_grad_batches`` and gradient clipping apply, and each optimizer
     step records one point (the mean loss of its micro-batches, from ``training_step``'s
     output). The optimizers ``configure_optimizers()`` returns are swept; its LR schedulers are
-    built but not stepped. Loggers, callbacks (checkpoints, early stopping, progress bar and
+    built but not stepped. As in :func:`~torch_lrrange.range_test`, the confirmation's candidate
+    runs follow by default (``confirm=False``: the sweep alone), each a new epoch of the same
+    ``fit`` from the snapshot that draws the sweep's batches again. Loggers, callbacks (checkpoints, early stopping, progress bar and
     the module's ``configure_callbacks()``), the profiler, validation and the sanity check
     are kept out of it. Afterwards the module (its weights bit-exactly, also after a
     ``"*-true"`` precision converted them, and its train/eval modes), the trainer's own
@@ -79,7 +81,7 @@ def lr_range_test(
             a curve without a suggestion leaves it unchanged with a warning. Default False.
         attr_name: the attribute or hparams key to set instead of ``lr``/``learning_rate``. Default None.
         **options: :class:`~torch_lrrange.RangeTest` keywords (``start_lr``, ``end_lr``,
-            ``num_steps``, ``mode``, ``repeats``, ``extra_state``, ...).
+            ``num_steps``, ``mode``, ``repeats``, ``extra_state``, ``confirm``, ...).
 
     Returns:
         The :class:`~torch_lrrange.RangeTestResult`, the same on every rank.
@@ -106,6 +108,8 @@ def lr_range_test(
         >>> result = lr_range_test(trainer, model, loader, num_steps=50, start_lr=1e-4, end_lr=1.0, update_attr=True)
         >>> model.hparams.lr == result.lr, trainer.global_step   # the module's lr is set; the trainer is untouched
         (True, 0)
+        >>> result.confirmation.steps, len(result.confirmation.candidates)   # six candidate runs of 100 steps
+        (100, 6)
         >>> trainer.fit(model, loader)   # trains from the state before the test, at the found LR
     """
     pl = _lightning_of(trainer)
@@ -127,7 +131,7 @@ def lr_range_test(
         raise RuntimeError(
             "lr_range_test() cannot run inside a running trainer.fit(); call it before or between fit calls"
         )
-    check_options(options, "lr_range_test", confirms=False)
+    check_options(options, "lr_range_test")
     target = _lr_attribute(model, attr_name) if update_attr else None
 
     sweep = _Sweep(options)
@@ -174,6 +178,9 @@ def _callback_type(pl: ModuleType) -> type:
             def on_train_start(self, trainer: Any, pl_module: Any) -> None:
                 self.sweep.start(trainer, pl_module)
 
+            def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+                self.sweep.epoch_start()
+
             def on_train_batch_end(
                 self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
             ) -> None:
@@ -217,11 +224,21 @@ class _Sweep:
         self.test: RangeTest | None = None
         self.schedulers: list[Any] = []
         self.loaders: LoaderState | None = None  # of the loaders fit built (data module, module): put back after
+        self.replay: dict[str, Any] | None = None  # what the first epoch's iterator was created from
+        self.run = 0  # the candidate run under way (0: the sweep)
+        self.epochs_in_run = 0
 
-    def capture_loaders(self, loaders: Any) -> None:
-        """The state of the loaders fit built, taken before fit draws from them (only the first time)."""
+    def capture_loaders(self, loaders: Any, *, before_first_draw: bool = False) -> None:
+        """The state of the loaders fit built, taken before fit draws from them (only the first time).
+
+        ``before_first_draw``: taken right before fit creates the first epoch's iterator; each
+        candidate run then starts an epoch whose iterator draws the same batches again.
+        """
         if self.loaders is None:
             self.loaders = LoaderState(loaders, stacklevel=5)
+            if before_first_draw:
+                self.replay = {"rng": rng_state(), "one_shot": any(isinstance(d, Iterator) for d in loaders)}
+                self.samplers = [sampler for sampler, _ in sampler_epochs(loaders)]
 
     def restore_loaders(self) -> None:
         """Put back the generators of the loaders fit built, once (also after an error)."""
@@ -242,9 +259,10 @@ class _Sweep:
         extra = [*self.options.get("extra_state", ()), *([scaler] if hasattr(scaler, "state_dict") else [])]
         optimizer = optimizers[0] if len(optimizers) == 1 else _Optimizers(optimizers)
         options = per_group_range(optimizer, {**self.options, "extra_state": extra})
-        # No confirmation: fit's loop cannot start each candidate run over from the same batches.
-        self.test = RangeTest(module, optimizer, **{**options, "confirm": False})
+        self.test = RangeTest(module, optimizer, **options)
         self.stack.enter_context(self.test)
+        if self.replay is not None and self.loaders is not None:
+            self.test._draws_from(self.loaders, one_shot=self.replay["one_shot"])
         self.automatic = module.automatic_optimization
         self.last_step = trainer.global_step
         self.pending: torch.Tensor | None = None
@@ -271,6 +289,24 @@ class _Sweep:
         self.pending, self.batches = None, 0
         if test.done:
             trainer.should_stop = True
+        elif test.candidate_run != self.run:
+            # A candidate run begins (the model and optimizer are back at the snapshot): it starts on a new
+            # epoch, whose iterator epoch_start makes draw the sweep's batches again.
+            self.run, self.epochs_in_run = test.candidate_run, 0
+            trainer.fit_loop.epoch_loop.batch_progress.is_last_batch = True
+
+    def epoch_start(self) -> None:
+        """In a candidate run, before fit creates the epoch's iterator: the loaders, samplers and global RNGs as
+        they were for the sweep's epoch of the same number, so that the run sees the sweep's batches."""
+        if self.run == 0 or self.replay is None or self.loaders is None:
+            return
+        if self.epochs_in_run == 0:
+            set_rng_state(self.replay["rng"])
+            self.loaders.restore()  # generators, sampler epochs, and a worker pool started since (its seeds)
+        else:  # as the fit loop set them for the sweep's epoch: fresh loop, epoch numbers from 0
+            for sampler in self.samplers:
+                sampler.set_epoch(self.epochs_in_run)
+        self.epochs_in_run += 1
 
     def epoch_end(self) -> None:
         if self.test is not None and not self.test.done and self.points_this_epoch == 0:
@@ -371,7 +407,7 @@ def _capture_built_loaders(loop: Any, sweep: _Sweep) -> None:
         return  # another Lightning: captured at on_train_start, after that first draw
 
     def capturing() -> None:
-        sweep.capture_loaders(loop._combined_loader.flattened)
+        sweep.capture_loaders(loop._combined_loader.flattened, before_first_draw=True)
         load_states()
 
     loop._load_combined_loader_states = capturing
