@@ -31,6 +31,7 @@ from integration_scripts.lightning_setup import (  # noqa: E402
     LitLeNet,
     Recorder,
     SeenLeNet,
+    digits,
     make_module,
     runs_of,
     train_loader,
@@ -624,3 +625,30 @@ def test_a_one_shot_iterator_gives_the_sweeps_reading_with_a_note(tmp_path):
     with pytest.warns(UserWarning, match="the confirmation did not run: the batches come from a one-shot iterator"):
         result = lr_range_test(trainer, make_module(), iter(train_loader(seed=3)), confirm=True, **common)
     assert result.confirmation is None
+
+
+def test_confirm_score_judges_the_candidate_runs_inside_fit(tmp_path):
+    """A score of the user's (a held-out loss here) is called after each run; the lowest wins."""
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **QUIET)
+    module = make_module()
+    x, y = digits(576)[512:]  # digits the training loader does not hold
+    scores = []
+
+    def held_out_loss():
+        with torch.no_grad():
+            scores.append(F.cross_entropy(module(x), y).item())
+        return scores[-1]
+
+    result = lr_range_test(
+        trainer,
+        module,
+        train_loader(seed=3),
+        num_steps=16,
+        start_lr=1e-5,
+        end_lr=1.0,
+        confirm=4,
+        confirm_score=held_out_loss,
+    )
+    confirmation = result.confirmation
+    assert confirmation.by == "validation" and confirmation.scores == scores and len(scores) == 6
+    assert result.lr == confirmation.candidates[int(np.argmin(scores))]
