@@ -38,6 +38,7 @@ from integration_scripts.lightning_setup import (  # noqa: E402
 )
 
 from torch_lrrange import RangeTest, range_lr  # noqa: E402
+from torch_lrrange._confirmation import auto_steps  # noqa: E402
 from torch_lrrange.integrations.lightning import lr_range_test  # noqa: E402
 
 SCRIPTS = Path(__file__).resolve().parent / "integration_scripts"
@@ -382,6 +383,7 @@ def test_manual_optimization_sweeps_every_optimizer_keeping_their_ratio(tmp_path
     heads, bodies = (np.asarray(lrs) for lrs in zip(*module.seen))
     np.testing.assert_allclose(heads, [*result.lrs, *np.repeat(candidates, 3)], rtol=1e-12)
     np.testing.assert_allclose(bodies, heads * 10, rtol=1e-12)  # the sweep's ratio, in the candidate runs too
+    assert "evaluations" not in result.metadata  # one backward a step: one gradient evaluation
     assert_same(before, module.state_dict())
 
 
@@ -652,3 +654,19 @@ def test_confirm_score_judges_the_candidate_runs_inside_fit(tmp_path):
     confirmation = result.confirmation
     assert confirmation.by == "validation" and confirmation.scores == scores and len(scores) == 6
     assert result.lr == confirmation.candidates[int(np.argmin(scores))]
+
+
+def test_lbfgs_closure_calls_are_counted_and_size_the_default_candidate_runs(tmp_path):
+    """Each closure call (training_step and backward) is a gradient evaluation: the sweep and the runs record
+    them, and the default sizes its runs by the sweep's evaluations per step."""
+
+    class LBFGSLeNet(SeenLeNet):
+        def configure_optimizers(self):
+            return torch.optim.LBFGS(self.parameters(), lr=0.1, max_iter=4)
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **QUIET)
+    module = make_module(kind=LBFGSLeNet)
+    result = lr_range_test(trainer, module, train_loader(seed=1), num_steps=12, start_lr=1e-4, end_lr=3.0)
+    sweep, runs = result.metadata["evaluations"], result.confirmation.evaluations
+    assert sweep > 12 and sweep + runs == len(module.seen)  # every training_step call counted once
+    assert result.confirmation.steps == auto_steps(sweep / 12) < 100

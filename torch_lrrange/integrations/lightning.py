@@ -181,6 +181,9 @@ def _callback_type(pl: ModuleType) -> type:
             def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
                 self.sweep.epoch_start()
 
+            def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
+                self.sweep.backwards += 1
+
             def on_train_batch_end(
                 self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
             ) -> None:
@@ -227,6 +230,7 @@ class _Sweep:
         self.replay: dict[str, Any] | None = None  # what the first epoch's iterator was created from
         self.run = 0  # the candidate run under way (0: the sweep)
         self.epochs_in_run = 0
+        self.backwards = self.micro_batches = 0  # since the last optimizer step: its gradient evaluations
 
     def capture_loaders(self, loaders: Any, *, before_first_draw: bool = False) -> None:
         """The state of the loaders fit built, taken before fit draws from them (only the first time).
@@ -273,6 +277,7 @@ class _Sweep:
         test = self.test
         if test is None or test.done:
             return
+        self.micro_batches += 1
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
             # Automatic optimization hands out each micro-batch's loss already divided by
@@ -283,10 +288,14 @@ class _Sweep:
         if trainer.global_step == self.last_step:
             return  # accumulating: no optimizer step yet
         self.last_step = trainer.global_step
+        # an LBFGS step evaluates its closure (training_step and backward) several times per micro-batch
+        evaluations = max(1, round(self.backwards / self.micro_batches))
         if self.pending is not None:
-            test.record(self.pending if self.automatic or self.batches == 1 else self.pending / self.batches)
+            loss = self.pending if self.automatic or self.batches == 1 else self.pending / self.batches
+            test.record(loss, evaluations=evaluations)
             self.points_this_epoch += 1
         self.pending, self.batches = None, 0
+        self.backwards = self.micro_batches = 0
         if test.done:
             trainer.should_stop = True
         elif test.candidate_run != self.run:
