@@ -33,8 +33,8 @@ from collections.abc import Sequence
 import _quality_options as options
 import numpy as np
 from _quality_options import curve
-from _quality_rules import Rows, case, print_table
-from _quality_tasks import CEILING_NOTE, CEILING_ROWS, HELD_OUT, PROTOCOLS, TUNING, Cache, Task, grid_search
+from _quality_rules import Rows, print_table, score_task
+from _quality_tasks import CEILING_NOTE, CEILING_ROWS, HELD_OUT, TUNING, Cache, Task, grid_search
 
 from torch_lrrange import _confirmation as confirm
 from torch_lrrange import analyze
@@ -143,11 +143,7 @@ def design_report(all_tasks: list[Task], gts: dict[str, dict[str, np.ndarray]], 
                     )
                     methods["holdout-small"] = _held_out(held)
                 methods.update(grid_search(train_cache, task))
-                for name, by_protocol in methods.items():
-                    for protocol in PROTOCOLS:
-                        c = case(task.kind, task.grid(), gts[task.name][protocol], by_protocol[protocol])
-                        c.update(task=task.name, protocol=protocol, lr=by_protocol[protocol])
-                        rows.setdefault(name, []).append(c)
+                score_task(task, gts[task.name], methods, rows)
             print_table(
                 f"confirmation designs, {split}: {len(split_tasks)} tasks; sweeps of {k} steps",
                 rows,

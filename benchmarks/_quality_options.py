@@ -170,19 +170,23 @@ def confirm(task: Task, candidates: list[float], steps: int) -> dict[str, Any]:
 
     Each run restores the same snapshot (``torch_lrrange.Snapshot``), takes
     ``steps`` optimizer steps on the training loader (seed 0's order) and
-    records every training loss; after the run, the validation loss. A run
-    whose loss turns non-finite stops there. Returns ``{"lrs", "runs"
-    (training losses per run), "vals" (validation loss per run, inf after a
-    blow-up), "steps"}``.
+    records every training loss; after the run, the validation loss and the
+    task's validation metric. A run whose loss turns non-finite stops there.
+    Returns ``{"lrs", "runs" (training losses per run), "vals" (validation loss
+    per run, inf after a blow-up), "metrics" (``Task.evaluate`` per run, nan
+    after a blow-up), "steps"}``.
     """
     runs: list[list[float]] = []
     vals: list[float] = []
+    metrics: list[float] = []
     for model, opt in _each_candidate(task, candidates):
         losses = _train(task, model, opt, _cycle(task.loader(0)), steps)
         runs.append(losses)
-        val = _val_loss(task, model) if len(losses) == steps and math.isfinite(losses[-1]) else math.inf
+        finished = len(losses) == steps and math.isfinite(losses[-1])
+        val = _val_loss(task, model) if finished else math.inf
         vals.append(val if math.isfinite(val) else math.inf)
-    return {"lrs": list(candidates), "runs": runs, "vals": vals, "steps": steps}
+        metrics.append(task.evaluate(model) if finished else math.nan)
+    return {"lrs": list(candidates), "runs": runs, "vals": vals, "metrics": metrics, "steps": steps}
 
 
 #: Fine candidates: this many, a quarter decade apart below the climb point (every other one is a default candidate).

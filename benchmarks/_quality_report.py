@@ -22,7 +22,7 @@ import math
 import _quality_options as options
 import numpy as np
 from _quality_options import curve
-from _quality_rules import Rows, case, interpolated, ours, print_table, regret
+from _quality_rules import Rows, interpolated, ours, print_table, regret, score_task
 from _quality_tasks import (
     CEILING_NOTE,
     CEILING_ROWS,
@@ -126,11 +126,7 @@ def options_report(all_tasks: list[Task], gts: dict[str, dict[str, np.ndarray]],
                 methods.update(grid_search(train_cache, task))
                 for name, c in cost.items():
                     costs.setdefault(name, []).append(c)
-                for method, by_protocol in methods.items():
-                    for protocol in PROTOCOLS:
-                        c = case(task.kind, task.grid(), gts[task.name][protocol], by_protocol[protocol])
-                        c.update(task=task.name, protocol=protocol, lr=by_protocol[protocol])
-                        rows.setdefault(method, []).append(c)
+                score_task(task, gts[task.name], methods, rows)
                 if args.verbose:
                     for protocol in PROTOCOLS:
                         grid = task.grid()

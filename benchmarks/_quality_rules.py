@@ -20,9 +20,11 @@ same sweep.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from _quality_tasks import PROTOCOLS, Task
 
 from torch_lrrange import UnusableCurveError, analyze
 
@@ -180,3 +182,28 @@ def print_table(title: str, rows: Rows, extra: dict[str, str] | None = None) -> 
             f"{method:22s} {inband:8.0%} {np.mean(dist):13.2f} {np.max(dist):12.2f} {far:6d}/{len(cs):<3d} "
             f"{np.mean([c['band_dist'] for c in cs]):8.2f} {np.mean([c['regret'] for c in cs]):7.2f}{note}"
         )
+
+
+def print_cases(task: Task, gt: dict[str, np.ndarray], rows: Rows, methods: Iterable[str]) -> None:
+    """Each protocol's best grid LR and band, then where each of ``methods`` landed (``--verbose``)."""
+    grid = task.grid()
+    for protocol in PROTOCOLS:
+        scores = gt[protocol]
+        good = grid[band(task.kind, scores)]
+        print(
+            f"  {task.name:24s} {protocol:8s} best={grid[int(np.argmax(scores))]:.1e} "
+            f"band=[{good.min():.1e}, {good.max():.1e}]"
+        )
+        for method in methods:
+            c = next(c for c in rows[method] if c["task"] == task.name and c["protocol"] == protocol)
+            lr = "-" if c["lr"] is None else f"{c['lr']:.2e}"
+            print(f"      {method:20s} lr={lr:9s} in={c['in_band']!s:5s} dist={c['dist']:.2f} regret={c['regret']:.2f}")
+
+
+def score_task(task: Task, gt: dict[str, np.ndarray], methods: dict[str, dict[str, float | None]], rows: Rows) -> None:
+    """Score every method's ``{protocol: lr}`` for ``task`` against ``gt``, one case each, into ``rows``."""
+    for method, by_protocol in methods.items():
+        for protocol in PROTOCOLS:
+            c = case(task.kind, task.grid(), gt[protocol], by_protocol[protocol])
+            c.update(task=task.name, protocol=protocol, lr=by_protocol[protocol])
+            rows.setdefault(method, []).append(c)

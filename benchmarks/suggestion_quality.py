@@ -42,6 +42,7 @@ Everything trained is cached in ``benchmarks/.cache/`` (delete it to retrain).
     python benchmarks/suggestion_quality.py --verbose --split tuning --num-steps 100
     python benchmarks/suggestion_quality.py --cases                # the small cases (_quality_cases.py), ~2 min
     python benchmarks/suggestion_quality.py --design --split tuning  # confirmation designs (_quality_design.py)
+    python benchmarks/suggestion_quality.py --horizon --num-steps 100  # what 100-step runs can see (_quality_horizon.py)
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -63,7 +64,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _quality_options as options
 from _quality_options import curve
-from _quality_rules import Rows, band, case, fastai_suggestions, ours, print_table
+from _quality_rules import Rows, fastai_suggestions, ours, print_cases, print_table, score_task
 from _quality_tasks import (
     CEILING_NOTE,
     CEILING_ROWS,
@@ -186,29 +187,6 @@ def suggestions(
     return out
 
 
-def score_task(task: Task, gt: dict[str, np.ndarray], methods: dict[str, dict[str, float | None]], rows: Rows) -> None:
-    for method, by_protocol in methods.items():
-        for protocol in PROTOCOLS:
-            c = case(task.kind, task.grid(), gt[protocol], by_protocol[protocol])
-            c.update(task=task.name, protocol=protocol, lr=by_protocol[protocol])
-            rows.setdefault(method, []).append(c)
-
-
-def print_cases(task: Task, gt: dict[str, np.ndarray], rows: Rows, methods: Iterable[str]) -> None:
-    grid = task.grid()
-    for protocol in PROTOCOLS:
-        scores = gt[protocol]
-        good = grid[band(task.kind, scores)]
-        print(
-            f"  {task.name:24s} {protocol:8s} best={grid[int(np.argmax(scores))]:.1e} "
-            f"band=[{good.min():.1e}, {good.max():.1e}]"
-        )
-        for method in methods:
-            c = next(c for c in rows[method] if c["task"] == task.name and c["protocol"] == protocol)
-            lr = "-" if c["lr"] is None else f"{c['lr']:.2e}"
-            print(f"      {method:20s} lr={lr:9s} in={c['in_band']!s:5s} dist={c['dist']:.2f} regret={c['regret']:.2f}")
-
-
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -228,6 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--options", action="store_true", help="also measure the options beyond the rule")
     parser.add_argument(
         "--design", action="store_true", help="only the confirmation designs of _quality_design.py (tuning first)"
+    )
+    parser.add_argument(
+        "--horizon",
+        action="store_true",
+        help="only the best picks from 100-step runs of every grid LR (_quality_horizon.py)",
     )
     parser.add_argument("--no-peers", action="store_true", help="skip torch-lr-finder and Lightning")
     parser.add_argument("--verbose", action="store_true", help="print every case")
@@ -249,6 +232,17 @@ def main(argv: list[str] | None = None) -> None:
         import _quality_design
 
         _quality_design.design_report(all_tasks, {t.name: truth(train_cache, t) for t in all_tasks}, args)
+        return
+
+    if args.horizon:
+        import _quality_horizon
+
+        _quality_horizon.horizon_report(
+            all_tasks,
+            {t.name: truth(train_cache, t) for t in all_tasks},
+            {t.name: range_test_defaults(options_cache, t, args.num_steps[0]) for t in all_tasks},
+            args,
+        )
         return
 
     gts = {}
