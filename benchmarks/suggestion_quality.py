@@ -42,6 +42,7 @@ Everything trained is cached in ``benchmarks/.cache/`` (delete it to retrain).
     python benchmarks/suggestion_quality.py --verbose --split tuning --num-steps 100
     python benchmarks/suggestion_quality.py --cases                # the small cases (_quality_cases.py), ~2 min
     python benchmarks/suggestion_quality.py --design --split tuning  # confirmation designs (_quality_design.py)
+    python benchmarks/suggestion_quality.py --span --split tuning     # candidate windows (_quality_span.py)
     python benchmarks/suggestion_quality.py --horizon --num-steps 100  # what 100-step runs can see (_quality_horizon.py)
 """
 
@@ -212,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="only the best picks from 100-step runs of every grid LR (_quality_horizon.py)",
     )
+    parser.add_argument(
+        "--span", action="store_true", help="only the windows of candidates around the climb point (_quality_span.py)"
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip torch-lr-finder and Lightning")
     parser.add_argument("--verbose", action="store_true", help="print every case")
     parser.add_argument(
@@ -241,6 +245,17 @@ def main(argv: list[str] | None = None) -> None:
             all_tasks,
             {t.name: truth(train_cache, t) for t in all_tasks},
             {t.name: range_test_defaults(options_cache, t, args.num_steps[0]) for t in all_tasks},
+            args,
+        )
+        return
+
+    if args.span:
+        import _quality_span
+
+        _quality_span.span_report(
+            all_tasks,
+            {t.name: truth(train_cache, t) for t in all_tasks},
+            {(t.name, k): range_test_defaults(options_cache, t, k) for t in all_tasks for k in args.num_steps},
             args,
         )
         return
