@@ -56,16 +56,22 @@ def horizon_methods(task: Task, opt_cache: Cache) -> dict[str, dict[str, float |
 def horizon_report(
     all_tasks: list[Task],
     gts: dict[str, dict[str, np.ndarray]],
-    defaults: dict[str, dict[str, float | None]],
+    defaults: dict[tuple[str, int], dict[str, float | None]],
     args: argparse.Namespace,
 ) -> None:
-    """One table a split: ``defaults`` (``{task: {protocol: lr}}``), :data:`ROWS` and the grid searches."""
+    """One table a split: the defaults (``{(task, sweep length): {protocol: lr}}``), :data:`ROWS`, the grid searches.
+
+    The defaults are read at the first of ``args.num_steps``.
+    """
     opt_cache, train_cache = Cache("options.json"), Cache("trained.json")
     for split in (HELD_OUT, TUNING) if args.split == "all" else (args.split,):
         split_tasks = [t for t in all_tasks if t.split == split]
         rows: Rows = {}
         for task in split_tasks:
-            methods = {"range_test() defaults": defaults[task.name], **horizon_methods(task, opt_cache)}
+            methods = {
+                "range_test() defaults": defaults[task.name, args.num_steps[0]],
+                **horizon_methods(task, opt_cache),
+            }
             methods.update(grid_search(train_cache, task))
             score_task(task, gts[task.name], methods, rows)
             if args.verbose:

@@ -238,21 +238,12 @@ def main(argv: list[str] | None = None) -> None:
         _quality_design.design_report(all_tasks, {t.name: truth(train_cache, t) for t in all_tasks}, args)
         return
 
-    if args.horizon:
+    if args.horizon or args.span:
         import _quality_horizon
-
-        _quality_horizon.horizon_report(
-            all_tasks,
-            {t.name: truth(train_cache, t) for t in all_tasks},
-            {t.name: range_test_defaults(options_cache, t, args.num_steps[0]) for t in all_tasks},
-            args,
-        )
-        return
-
-    if args.span:
         import _quality_span
 
-        _quality_span.span_report(
+        report = _quality_horizon.horizon_report if args.horizon else _quality_span.span_report
+        report(
             all_tasks,
             {t.name: truth(train_cache, t) for t in all_tasks},
             {(t.name, k): range_test_defaults(options_cache, t, k) for t in all_tasks for k in args.num_steps},
