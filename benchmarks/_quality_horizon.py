@@ -31,8 +31,8 @@ import argparse
 import _quality_options as options
 import numpy as np
 from _quality_report import _confirmed
-from _quality_rules import Rows, print_cases, print_table, score_task
-from _quality_tasks import CEILING_NOTE, CEILING_ROWS, HELD_OUT, TUNING, Cache, Task, grid_search, score
+from _quality_rules import compare
+from _quality_tasks import HELD_OUT, TUNING, Cache, Task, score
 
 from torch_lrrange import _confirmation as confirm
 
@@ -59,28 +59,17 @@ def horizon_report(
     defaults: dict[tuple[str, int], dict[str, float | None]],
     args: argparse.Namespace,
 ) -> None:
-    """One table a split: the defaults (``{(task, sweep length): {protocol: lr}}``), :data:`ROWS`, the grid searches.
-
-    The defaults are read at the first of ``args.num_steps``.
-    """
-    opt_cache, train_cache = Cache("options.json"), Cache("trained.json")
-    for split in (HELD_OUT, TUNING) if args.split == "all" else (args.split,):
-        split_tasks = [t for t in all_tasks if t.split == split]
-        rows: Rows = {}
-        for task in split_tasks:
-            methods = {
-                "range_test() defaults": defaults[task.name, args.num_steps[0]],
-                **horizon_methods(task, opt_cache),
-            }
-            methods.update(grid_search(train_cache, task))
-            score_task(task, gts[task.name], methods, rows)
-            if args.verbose:
-                print_cases(task, gts[task.name], rows, ("range_test() defaults", *ROWS))
-        print_table(
-            f"the horizon, {split}: {len(split_tasks)} tasks; every grid LR trained {confirm.STEPS} steps",
-            rows,
-            dict.fromkeys(CEILING_ROWS, CEILING_NOTE),
-        )
-    print(
-        f"range_test() defaults: sweeps of {args.num_steps[0]} steps; the 100-step grid's one-cycle max_lr is its pick x 10**(1/3)"
+    """One table a split: the defaults (at the first of ``args.num_steps``), :data:`ROWS`, the grid searches."""
+    opt_cache = Cache("options.json")
+    compare(
+        all_tasks,
+        gts,
+        defaults,
+        args,
+        splits=(HELD_OUT, TUNING),
+        sweep_lengths=args.num_steps[:1],
+        title=f"the horizon, {{split}}: {{n}} tasks; every grid LR trained {confirm.STEPS} steps; sweeps of {{k}}",
+        names=ROWS,
+        methods_of=lambda task, k: horizon_methods(task, opt_cache),
     )
+    print("the 100-step grid's one-cycle max_lr is its pick x 10**(1/3), as the library reads it")

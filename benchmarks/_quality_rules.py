@@ -19,12 +19,13 @@ same sweep.
 
 from __future__ import annotations
 
+import argparse
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from _quality_tasks import PROTOCOLS, Task
+from _quality_tasks import CEILING_NOTE, CEILING_ROWS, PROTOCOLS, Cache, Task, grid_search
 
 from torch_lrrange import UnusableCurveError, analyze
 
@@ -207,3 +208,39 @@ def score_task(task: Task, gt: dict[str, np.ndarray], methods: dict[str, dict[st
             c = case(task.kind, task.grid(), gt[protocol], by_protocol[protocol])
             c.update(task=task.name, protocol=protocol, lr=by_protocol[protocol])
             rows.setdefault(method, []).append(c)
+
+
+#: The row of what ``range_test(model, opt, loader, loss_fn)`` gives at its defaults, confirmation included.
+DEFAULTS = "range_test() defaults"
+
+
+def compare(
+    all_tasks: list[Task],
+    gts: dict[str, dict[str, np.ndarray]],
+    defaults: dict[tuple[str, int], dict[str, float | None]],
+    args: argparse.Namespace,
+    *,
+    splits: tuple[str, ...],
+    sweep_lengths: list[int],
+    title: str,
+    names: tuple[str, ...],
+    methods_of: Callable[[Task, int], dict[str, dict[str, float | None]]],
+) -> None:
+    """One table per split and sweep length: the defaults, ``methods_of(task, k)`` (rows ``names``), the grid searches.
+
+    ``defaults``: ``{(task, k): {protocol: lr}}``; ``title`` is formatted with ``split``, ``n`` (tasks) and ``k``.
+    """
+    train_cache = Cache("trained.json")
+    for split in splits if args.split == "all" else (args.split,):
+        split_tasks = [t for t in all_tasks if t.split == split]
+        for k in sweep_lengths:
+            rows: Rows = {}
+            for task in split_tasks:
+                methods = {DEFAULTS: defaults[task.name, k], **methods_of(task, k)}
+                methods.update(grid_search(train_cache, task))
+                score_task(task, gts[task.name], methods, rows)
+                if args.verbose:
+                    print_cases(task, gts[task.name], rows, (DEFAULTS, *names))
+            print_table(
+                title.format(split=split, n=len(split_tasks), k=k), rows, dict.fromkeys(CEILING_ROWS, CEILING_NOTE)
+            )

@@ -21,8 +21,8 @@ import numpy as np
 from _quality_design import SMALL, _held_out
 from _quality_options import curve
 from _quality_report import _confirmed
-from _quality_rules import Rows, print_cases, print_table, score_task
-from _quality_tasks import CEILING_NOTE, CEILING_ROWS, HELD_OUT, TUNING, Cache, Task, grid_search
+from _quality_rules import compare
+from _quality_tasks import HELD_OUT, TUNING, Cache, Task
 
 from torch_lrrange import _confirmation as confirm
 from torch_lrrange import analyze
@@ -65,23 +65,16 @@ def span_report(
     defaults: dict[tuple[str, int], dict[str, float | None]],
     args: argparse.Namespace,
 ) -> None:
-    """One table per split and sweep length: the defaults (``{(task, k): {protocol: lr}}``), the windows, the grids."""
-    curve_cache, opt_cache, train_cache = Cache("curves.json"), Cache("options.json"), Cache("trained.json")
-    for split in (TUNING, HELD_OUT) if args.split == "all" else (args.split,):
-        split_tasks = [t for t in all_tasks if t.split == split]
-        for k in args.num_steps:
-            rows: Rows = {}
-            for task in split_tasks:
-                methods = {
-                    "range_test() defaults": defaults[task.name, k],
-                    **span_methods(task, k, curve_cache, opt_cache),
-                }
-                methods.update(grid_search(train_cache, task))
-                score_task(task, gts[task.name], methods, rows)
-                if args.verbose:
-                    print_cases(task, gts[task.name], rows, ("range_test() defaults", *WINDOWS))
-            print_table(
-                f"candidate windows, {split}: {len(split_tasks)} tasks; sweeps of {k} steps; runs of {confirm.STEPS}",
-                rows,
-                dict.fromkeys(CEILING_ROWS, CEILING_NOTE),
-            )
+    """One table per split (tuning first) and sweep length: the defaults, the windows, the grid searches."""
+    curve_cache, opt_cache = Cache("curves.json"), Cache("options.json")
+    compare(
+        all_tasks,
+        gts,
+        defaults,
+        args,
+        splits=(TUNING, HELD_OUT),
+        sweep_lengths=args.num_steps,
+        title=f"candidate windows, {{split}}: {{n}} tasks; sweeps of {{k}} steps; runs of {confirm.STEPS}",
+        names=tuple(WINDOWS),
+        methods_of=lambda task, k: span_methods(task, k, curve_cache, opt_cache),
+    )

@@ -65,7 +65,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _quality_options as options
 from _quality_options import curve
-from _quality_rules import Rows, fastai_suggestions, ours, print_cases, print_table, score_task
+from _quality_rules import DEFAULTS, Rows, fastai_suggestions, ours, print_cases, print_table, score_task
 from _quality_tasks import (
     CEILING_NOTE,
     CEILING_ROWS,
@@ -164,9 +164,7 @@ PEERS: dict[str, tuple[str, Callable[[Task, int], float | None]]] = {
 
 # --- suggestions and scores ----------------------------------------------------------------
 
-#: The row of what ``range_test(model, opt, loader, loss_fn)`` gives at its defaults, confirmation included.
-DEFAULTS_ROW = "range_test() defaults"
-#: Its cache key's tag: bump it when the library's default reading changes.
+#: The cache key tag of the defaults row (``_quality_rules.DEFAULTS``): bump it when the library's default reading changes.
 DEFAULTS_TAG = "defaults-v2"
 
 
@@ -274,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
                         peers[peer] = curve_cache.get(
                             f"{task.name}|{tag}|{k}", lambda fn=fn, task=task, k=k: fn(task, k)
                         )
-                methods = {DEFAULTS_ROW: range_test_defaults(options_cache, task, k)}
+                methods = {DEFAULTS: range_test_defaults(options_cache, task, k)}
                 methods.update(suggestions(task, raw, peers, k))
                 methods.update(grid_search(train_cache, task))
                 score_task(task, gts[task.name], methods, rows)
