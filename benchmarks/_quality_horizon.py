@@ -27,6 +27,7 @@ the held-out targets are missed.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import _quality_options as options
 import numpy as np
@@ -56,7 +57,7 @@ def horizon_methods(task: Task, opt_cache: Cache) -> dict[str, dict[str, float |
 def horizon_report(
     all_tasks: list[Task],
     gts: dict[str, dict[str, np.ndarray]],
-    defaults: dict[tuple[str, int], dict[str, float | None]],
+    defaults: Callable[[Task, int], dict[str, float | None]],
     args: argparse.Namespace,
 ) -> None:
     """One table a split: the defaults (at the first of ``args.num_steps``), :data:`ROWS`, the grid searches."""

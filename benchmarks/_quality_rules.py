@@ -217,7 +217,7 @@ DEFAULTS = "range_test() defaults"
 def compare(
     all_tasks: list[Task],
     gts: dict[str, dict[str, np.ndarray]],
-    defaults: dict[tuple[str, int], dict[str, float | None]],
+    defaults: Callable[[Task, int], dict[str, float | None]],
     args: argparse.Namespace,
     *,
     splits: tuple[str, ...],
@@ -228,7 +228,8 @@ def compare(
 ) -> None:
     """One table per split and sweep length: the defaults, ``methods_of(task, k)`` (rows ``names``), the grid searches.
 
-    ``defaults``: ``{(task, k): {protocol: lr}}``; ``title`` is formatted with ``split``, ``n`` (tasks) and ``k``.
+    ``defaults(task, k)``: ``{protocol: lr}`` of ``range_test`` at its defaults, asked only for ``sweep_lengths``;
+    ``title`` is formatted with ``split``, ``n`` (tasks) and ``k``.
     """
     train_cache = Cache("trained.json")
     for split in splits if args.split == "all" else (args.split,):
@@ -236,7 +237,7 @@ def compare(
         for k in sweep_lengths:
             rows: Rows = {}
             for task in split_tasks:
-                methods = {DEFAULTS: defaults[task.name, k], **methods_of(task, k)}
+                methods = {DEFAULTS: defaults(task, k), **methods_of(task, k)}
                 methods.update(grid_search(train_cache, task))
                 score_task(task, gts[task.name], methods, rows)
                 if args.verbose:

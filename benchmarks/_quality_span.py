@@ -15,6 +15,7 @@ tuning tasks; read once on the held-out ones.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import _quality_options as options
 import numpy as np
@@ -62,7 +63,7 @@ def span_methods(task: Task, k: int, curve_cache: Cache, opt_cache: Cache) -> di
 def span_report(
     all_tasks: list[Task],
     gts: dict[str, dict[str, np.ndarray]],
-    defaults: dict[tuple[str, int], dict[str, float | None]],
+    defaults: Callable[[Task, int], dict[str, float | None]],
     args: argparse.Namespace,
 ) -> None:
     """One table per split (tuning first) and sweep length: the defaults, the windows, the grid searches."""

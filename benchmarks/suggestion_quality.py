@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         report(
             all_tasks,
             {t.name: truth(train_cache, t) for t in all_tasks},
-            {(t.name, k): range_test_defaults(options_cache, t, k) for t in all_tasks for k in args.num_steps},
+            lambda task, k: range_test_defaults(options_cache, task, k),
             args,
         )
         return
